@@ -1,0 +1,134 @@
+"""Samplers as Python generators: each yields a `Step` (i of n, x_t, predicted x0) after every update.
+
+The app streams frames straight from them; the CLI keeps the last one. All noise comes from one
+generator per image (`gens[k]` for image k), so image k is the same whatever batch it is in.
+`eps_fn(x, t)` / `score_fn(x, t)` close over the network, the condition and classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from facegen.diffusion.ddpm import x0_from_eps
+from facegen.diffusion.sde import SDE, VPSDE, x0_from_score
+from facegen.runtime import randn_per_image
+
+NetFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Step:
+    """State after step `index` of `total`: (B, 3, H, W) x_t and predicted x0; `nfe` evaluations so far."""
+
+    index: int
+    total: int
+    x_t: torch.Tensor
+    x0: torch.Tensor
+    nfe: int
+
+
+def _batch_t(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(t, device=x.device).expand(x.shape[0])
+
+
+def ddpm_sample(
+    eps_fn: NetFn,
+    scheduler: SchedulerMixin,
+    alpha_bar: torch.Tensor,
+    x_T: torch.Tensor,
+    gens: Sequence[torch.Generator],
+    steps: int,
+) -> Iterator[Step]:
+    """Any diffusers epsilon scheduler (DDPM ancestral, DDIM, DPM-Solver++) driven step by step."""
+    scheduler.set_timesteps(steps)
+    x = x_T * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    for i, t in enumerate(timesteps):
+        eps = eps_fn(x, _batch_t(t, x)).float()
+        x0 = x0_from_eps(x, eps, alpha_bar[int(t)]).clamp(-1, 1)
+        x = scheduler.step(eps, t, x, generator=list(gens)).prev_sample
+        yield Step(i + 1, len(timesteps), x, x0, i + 1)
+
+
+def sde_times(sde: SDE, steps: int, device: torch.device) -> torch.Tensor:
+    """steps + 1 times from 1 down to sde.t_min, uniformly spaced."""
+    return torch.linspace(1.0, sde.t_min, steps + 1, device=device)
+
+
+def euler_maruyama(
+    score_fn: NetFn, sde: SDE, x_T: torch.Tensor, gens: Sequence[torch.Generator], steps: int
+) -> Iterator[Step]:
+    """Reverse-time SDE (eq. 6), dx = [f - g^2 score] dt + g dw_bar, with dt < 0; no noise on the last step."""
+    ts = sde_times(sde, steps, x_T.device)
+    x = x_T
+    for i in range(steps):
+        t, dt = _batch_t(ts[i], x), ts[i + 1] - ts[i]
+        score = score_fn(x, t).float()
+        g = sde.diffusion(t).reshape(-1, 1, 1, 1)
+        x_mean = x + (sde.drift(x, t) - g**2 * score) * dt
+        x0 = x0_from_score(sde, x, t, score).clamp(-1, 1)
+        last = i == steps - 1
+        x = x_mean if last else x_mean + g * (-dt).sqrt() * randn_per_image(gens, x.shape[1:], x.device)
+        yield Step(i + 1, steps, x, x0, i + 1)
+
+
+def _langevin(
+    score_fn: NetFn, sde: SDE, x: torch.Tensor, t: torch.Tensor, dt: torch.Tensor,
+    gens: Sequence[torch.Generator], snr: float,
+) -> torch.Tensor:
+    """One Langevin corrector step with the step size set by the signal-to-noise ratio (Song, alg. 4/5)."""
+    score = score_fn(x, t).float()
+    z = randn_per_image(gens, x.shape[1:], x.device)
+    alpha = 1.0 - sde.beta(t) * (-dt) if isinstance(sde, VPSDE) else torch.ones_like(t)
+    grad_norm = score.flatten(1).norm(dim=1)
+    noise_norm = z.flatten(1).norm(dim=1)
+    step = (2 * alpha * (snr * noise_norm / grad_norm.clamp_min(1e-12)) ** 2).reshape(-1, 1, 1, 1)
+    return x + step * score + (2 * step).sqrt() * z
+
+
+def predictor_corrector(
+    score_fn: NetFn, sde: SDE, x_T: torch.Tensor, gens: Sequence[torch.Generator], steps: int,
+    snr: float = 0.16,
+) -> Iterator[Step]:
+    """PC sampling: a Langevin corrector, then an Euler–Maruyama predictor, at every time (2 NFE/step)."""
+    ts = sde_times(sde, steps, x_T.device)
+    x = x_T
+    for i in range(steps):
+        t, dt = _batch_t(ts[i], x), ts[i + 1] - ts[i]
+        x = _langevin(score_fn, sde, x, t, dt, gens, snr)
+        score = score_fn(x, t).float()
+        g = sde.diffusion(t).reshape(-1, 1, 1, 1)
+        x_mean = x + (sde.drift(x, t) - g**2 * score) * dt
+        x0 = x0_from_score(sde, x, t, score).clamp(-1, 1)
+        last = i == steps - 1
+        x = x_mean if last else x_mean + g * (-dt).sqrt() * randn_per_image(gens, x.shape[1:], x.device)
+        yield Step(i + 1, steps, x, x0, 2 * (i + 1))
+
+
+def probability_flow(score_fn: NetFn, sde: SDE, x_T: torch.Tensor, steps: int) -> Iterator[Step]:
+    """The probability-flow ODE dx/dt = f - 1/2 g^2 score (eq. 13), Heun's method, Euler on the last step."""
+    ts = sde_times(sde, steps, x_T.device)
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        score = score_fn(x, t).float()
+        g = sde.diffusion(t).reshape(-1, 1, 1, 1)
+        return sde.drift(x, t) - 0.5 * g**2 * score, score
+
+    x, nfe = x_T, 0
+    for i in range(steps):
+        t, t_next, dt = _batch_t(ts[i], x), _batch_t(ts[i + 1], x), ts[i + 1] - ts[i]
+        d, score = velocity(x, t)
+        x0 = x0_from_score(sde, x, t, score).clamp(-1, 1)
+        x_euler = x + d * dt
+        nfe += 1
+        if i < steps - 1:
+            d_next, _ = velocity(x_euler, t_next)
+            nfe += 1
+            x = x + 0.5 * (d + d_next) * dt
+        else:
+            x = x_euler
+        yield Step(i + 1, steps, x, x0, nfe)

@@ -1,0 +1,30 @@
+"""Networks: (x, t, cond) -> tensor. They know nothing about noise or losses."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from facegen.config import ModelConfig
+from facegen.nets.dcgan import Discriminator, Generator
+from facegen.nets.unet import ConditionalUNet
+
+
+def build_sampling_net(cfg: ModelConfig) -> nn.Module:
+    """The network a checkpoint ships: the U-Net for diffusion, the generator for DCGAN."""
+    k = len(cfg.groups)
+    match cfg.family:
+        case "ddpm":
+            return ConditionalUNet(cfg.unet, cfg.image_size, k, "positional")
+        case "sde":
+            return ConditionalUNet(cfg.unet, cfg.image_size, k, "fourier", cfg.sde.fourier_scale)
+        case "dcgan":
+            return Generator(cfg.dcgan, cfg.image_size, k)
+    raise ValueError(f"unknown family {cfg.family!r}")
+
+
+def build_discriminator(cfg: ModelConfig) -> Discriminator:
+    return Discriminator(cfg.dcgan, cfg.image_size, len(cfg.groups))
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

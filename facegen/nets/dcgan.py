@@ -1,0 +1,71 @@
+"""DCGAN (Radford et al. 2016) conditioned on the demographic mix, at 16 to 256 px.
+
+The 64 px networks are the paper's: G lifts a latent to 4x4x(8·ngf) and doubles the resolution four
+times with stride-2 transposed convolutions, batch norm and ReLU, ending in tanh; D mirrors it with
+stride-2 convolutions and LeakyReLU(0.2). Each extra doubling of the image adds one block (the 128 px
+variant has five). The mix enters G concatenated to the latent and D as K constant feature planes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from facegen.config import DCGANConfig
+
+
+def _levels(image_size: int) -> int:
+    """Number of stride-2 stages between 4x4 and the image: 4 at 64 px, 5 at 128 px."""
+    return int(math.log2(image_size)) - 2
+
+
+def init_weights(module: nn.Module) -> None:
+    """The paper's init: conv weights ~ N(0, 0.02), batch-norm scale ~ N(1, 0.02), bias 0."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """(B, latent_dim) z, (B, K) mix -> (B, 3, H, W) image in [-1, 1]."""
+
+    def __init__(self, cfg: DCGANConfig, image_size: int, num_groups: int) -> None:
+        super().__init__()
+        n = _levels(image_size)
+        width = [cfg.g_channels * 2 ** min(i, 3) for i in reversed(range(n))]  # e.g. 512,256,128,64
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(cfg.latent_dim + num_groups, width[0], 4, 1, 0, bias=False),  # 4x4
+            nn.BatchNorm2d(width[0]),
+            nn.ReLU(True),
+        ]
+        for c_in, c_out in zip(width, width[1:], strict=False):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(width[-1], 3, 4, 2, 1, bias=False), nn.Tanh()]  # H x W
+        self.net = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, z: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, mix.to(z.dtype)], dim=1)[:, :, None, None])
+
+
+class Discriminator(nn.Module):
+    """(B, 3, H, W) image, (B, K) mix -> (B,) real/fake logit."""
+
+    def __init__(self, cfg: DCGANConfig, image_size: int, num_groups: int) -> None:
+        super().__init__()
+        n = _levels(image_size)
+        width = [cfg.d_channels * 2 ** min(i, 3) for i in range(n)]  # e.g. 64,128,256,512
+        layers: list[nn.Module] = [nn.Conv2d(3 + num_groups, width[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        for c_in, c_out in zip(width, width[1:], strict=False):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
+        layers += [nn.Conv2d(width[-1], 1, 4, 1, 0, bias=False)]  # 1x1 logit
+        self.net = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        planes = mix.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+        return self.net(torch.cat([x, planes], dim=1)).flatten()

@@ -1,0 +1,137 @@
+"""From a network and a demographic mix to a stream of `Step`s, for every family and sampler.
+
+This is where each family's network output is given its meaning: epsilon for DDPM
+(`ddpm_eps_fn`), a score for the SDE family (`sde_score_fn`), an image for the DCGAN generator. The
+training loop (sample grids) and `FaceGenerator` both sample through `stream`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from facegen.conditioning import condition_vector, guide, null_condition
+from facegen.config import ModelConfig, Precision
+from facegen.diffusion import ddpm, samplers
+from facegen.diffusion.samplers import NetFn, Step
+from facegen.diffusion.sde import SDE, make_sde
+from facegen.runtime import autocast, image_generators, randn_per_image
+
+SAMPLERS: dict[str, tuple[str, ...]] = {
+    "ddpm": ("dpmpp", "ddim", "ancestral"),
+    "sde": ("euler_maruyama", "predictor_corrector", "ode"),
+    "dcgan": ("single",),
+}
+SAMPLER_LABELS = {
+    "dpmpp": "DPM-Solver++", "ddim": "DDIM", "ancestral": "DDPM ancestral",
+    "euler_maruyama": "Euler–Maruyama", "predictor_corrector": "Predictor–corrector",
+    "ode": "Probability-flow ODE", "single": "Generator (one pass)",
+}
+DEFAULT_STEPS = {"dpmpp": 20, "ddim": 50, "ancestral": 100, "euler_maruyama": 200,
+                 "predictor_corrector": 100, "ode": 50, "single": 1}
+STEP_RANGE = {"dpmpp": (5, 100), "ddim": (5, 1000), "ancestral": (10, 1000), "euler_maruyama": (10, 2000),
+              "predictor_corrector": (10, 1000), "ode": (5, 1000), "single": (1, 1)}
+
+
+def network_evaluations(sampler: str, steps: int, guidance: float) -> int:
+    """Forward passes of the network per image, counting the unconditional half of guidance."""
+    per_step = {"predictor_corrector": 2, "ode": 2}.get(sampler, 1)
+    nfe = per_step * steps - (1 if sampler == "ode" else 0)
+    return nfe * (2 if guidance not in (0.0, 1.0) and sampler != "single" else 1)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated sampling request: seeds (one per image), a normalised (K,) mix, sampler, steps, guidance."""
+
+    seeds: tuple[int, ...]
+    mix: torch.Tensor
+    sampler: str
+    steps: int
+    guidance: float
+
+
+def _guided(net: nn.Module, t_map, cond: torch.Tensor, scale: float, device: torch.device,
+            precision: Precision) -> NetFn:
+    """A (x, t) -> output function with the condition bound and classifier-free guidance applied."""
+    null = null_condition(cond.shape[0], cond.shape[1] - 1, device)
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        tt = t_map(t)
+        with autocast(device, precision):
+            if scale == 1.0:
+                return net(x, tt, cond).float()
+            if scale == 0.0:
+                return net(x, tt, null).float()
+            out = net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null])).float()
+        out_c, out_u = out.chunk(2)
+        return guide(out_c, out_u, scale)
+
+    return fn
+
+
+def ddpm_eps_fn(net: nn.Module, cond: torch.Tensor, scale: float, device: torch.device, precision: Precision) -> NetFn:
+    """DDPM: the U-Net output is epsilon; t is the integer timestep."""
+    return _guided(net, lambda t: t, cond, scale, device, precision)
+
+
+def sde_score_fn(net: nn.Module, sde: SDE, cond: torch.Tensor, scale: float, device: torch.device,
+                 precision: Precision) -> NetFn:
+    """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input)."""
+    return _guided(net, sde.std, cond, scale, device, precision)
+
+
+def stream(
+    cfg: ModelConfig, net: nn.Module, req: Request, device: torch.device, precision: Precision = "fp32"
+) -> Iterator[Step]:
+    """Yield every step of sampling `len(req.seeds)` faces; the last Step's x_t is the result in [-1, 1]."""
+    gens = image_generators(req.seeds)
+    b, size = len(req.seeds), cfg.image_size
+    mix = req.mix.to(device).expand(b, -1)
+    with torch.inference_mode():
+        if cfg.family == "dcgan":
+            z = randn_per_image(gens, (cfg.dcgan.latent_dim,), device)
+            with autocast(device, precision):
+                x = net(z, mix).float().clamp(-1, 1)
+            yield Step(1, 1, x, x, 1)
+            return
+        cond = condition_vector(mix)
+        if cfg.family == "ddpm":
+            eps_fn = ddpm_eps_fn(net, cond, req.guidance, device, precision)
+            scheduler = ddpm.sampling_scheduler(cfg.ddpm, req.sampler)  # type: ignore[arg-type]
+            x_T = randn_per_image(gens, (3, size, size), device)
+            yield from samplers.ddpm_sample(eps_fn, scheduler, ddpm.alphas_cumprod(cfg.ddpm), x_T, gens, req.steps)
+            return
+        sde = make_sde(cfg.sde)
+        score_fn = sde_score_fn(net, sde, cond, req.guidance, device, precision)
+        x_T = randn_per_image(gens, (3, size, size), device) * sde.prior_std()
+        match req.sampler:
+            case "euler_maruyama":
+                yield from samplers.euler_maruyama(score_fn, sde, x_T, gens, req.steps)
+            case "predictor_corrector":
+                yield from samplers.predictor_corrector(score_fn, sde, x_T, gens, req.steps)
+            case "ode":
+                yield from samplers.probability_flow(score_fn, sde, x_T, req.steps)
+            case other:
+                raise ValueError(f"unknown SDE sampler {other!r}")
+
+
+def final(steps: Iterator[Step]) -> Step:
+    """Run a stream to the end and return its last step."""
+    last = None
+    for last in steps:
+        pass
+    if last is None:
+        raise RuntimeError("the sampler yielded no step")
+    return last
+
+
+def sample_grid_request(groups: Sequence[str], per_row: int, sampler: str, steps: int,
+                        guidance: float) -> list[Request]:
+    """One request per group, the same seeds in every row, for training-time sample grids."""
+    k = len(groups)
+    return [Request(tuple(range(per_row)), torch.nn.functional.one_hot(torch.tensor(g), k).float(),
+                    sampler, steps, guidance) for g in range(k)]

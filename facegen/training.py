@@ -1,0 +1,353 @@
+"""The training loop for all three families: one loop, a family-specific loss step.
+
+Every random draw is a function of (seed, purpose, step, rank) (see `facegen.runtime`), so resuming
+from `state.pt` replays exactly the batches, noise and timesteps an uninterrupted run would have seen.
+Rank 0 writes everything; under `torchrun` the model is wrapped in DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from facegen import checkpoints, plots
+from facegen.conditioning import condition_vector, drop_labels
+from facegen.config import RunConfig
+from facegen.data import FaceSet, augment, batch_indices, load_faces, split, to_model_range
+from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
+from facegen.diffusion.sde import dsm_loss, make_sde
+from facegen.nets import build_discriminator, build_sampling_net, count_parameters
+from facegen.runtime import autocast, generator, pick_device, set_cpu_threads
+from facegen.sampling import final, sample_grid_request, stream
+
+log = logging.getLogger(__name__)
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, NCCL on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def total_steps(run: RunConfig, n_train: int) -> int:
+    t = run.train
+    if t.max_steps is not None:
+        return t.max_steps
+    epochs = t.epochs if t.epochs is not None else 1.0
+    return max(1, math.ceil(epochs * n_train / t.batch_size))
+
+
+def learning_rate(run: RunConfig, step: int, total: int) -> float:
+    """Linear warm-up, then constant or cosine decay to 10% of the peak."""
+    t = run.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "cosine":
+        progress = (step - t.warmup_steps) / max(1, total - t.warmup_steps)
+        return t.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return t.lr
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, net: nn.Module, decay: float, step: int) -> None:
+    """EMA of parameters with a warm-up of the decay (min(decay, (1 + n) / (10 + n))); buffers copied."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), net.parameters(), strict=True):
+        e.lerp_(p.detach(), 1 - d)
+    for e, b in zip(ema.buffers(), net.buffers(), strict=True):
+        e.copy_(b)
+
+
+@dataclass
+class Trainer:
+    run: RunConfig
+    device: torch.device
+    dist: Dist
+    train_set: FaceSet
+    test_set: FaceSet
+    net: nn.Module
+    ema: nn.Module
+    opt: torch.optim.Optimizer
+    disc: nn.Module | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    step: int = 0
+    wall_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- one optimisation step per family ---------------------------------------------------------
+    def batch(self, faces: FaceSet, idx: torch.Tensor, gen: torch.Generator, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_model_range(faces.images[idx]).to(self.device)
+        if train:
+            x = augment(x, gen, self.run.data.hflip, self.run.data.jitter)
+        if self.run.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        mix = F.one_hot(faces.labels[idx], len(faces.groups)).float().to(self.device)
+        return x, mix
+
+    def diffusion_loss(self, net: nn.Module, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        match self.run.model.family:
+            case "ddpm":
+                return ddpm_loss(net, x0, cond, self.extra["alpha_bar"], gen)
+            case "sde":
+                return dsm_loss(net, self.extra["sde"], x0, cond, gen)
+        raise ValueError(self.run.model.family)
+
+    def train_step(self) -> dict[str, float]:
+        t, step = self.run.train, self.step
+        gen = generator(t.seed, "step", step, self.dist.rank)
+        idx = batch_indices(self.train_set.labels, t.batch_size, step, t.seed, self.run.data.balanced,
+                            self.dist.rank, self.dist.world)
+        x, mix = self.batch(self.train_set, idx, gen, train=True)
+        lr = learning_rate(self.run, step, self.extra["total"])
+        for opt in (self.opt, self.opt_d):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+        if self.run.model.family == "dcgan":
+            return self.gan_step(x, mix, gen) | {"lr": lr}
+        cond = drop_labels(condition_vector(mix), t.cond_dropout, gen)
+        with autocast(self.device, t.precision):
+            loss = self.diffusion_loss(self.net, x, cond, gen)
+        self.opt.zero_grad(set_to_none=True)
+        self.extra["scaler"].scale(loss).backward()
+        self.extra["scaler"].unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
+        self.extra["scaler"].step(self.opt)
+        self.extra["scaler"].update()
+        update_ema(self.ema, self._bare(self.net), t.ema_decay, step)
+        return {"train_loss": loss.item(), "lr": lr}
+
+    def gan_step(self, real: torch.Tensor, mix: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+        """Radford et al.: D maximises log D(x) + log(1 - D(G(z))); G maximises log D(G(z)) (BCE)."""
+        assert self.disc is not None and self.opt_d is not None
+        prec, b = self.run.train.precision, real.shape[0]
+        z = torch.randn(b, self.run.model.dcgan.latent_dim, generator=gen).to(self.device)
+        ones, zeros = torch.ones(b, device=self.device), torch.zeros(b, device=self.device)
+        with autocast(self.device, prec):
+            fake = self.net(z, mix)
+            d_real = self.disc(real, mix).float()
+            d_fake = self.disc(fake.detach(), mix).float()
+            d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        with autocast(self.device, prec):
+            g_loss = F.binary_cross_entropy_with_logits(self.disc(fake, mix).float(), ones)
+        self.opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt.step()
+        update_ema(self.ema, self._bare(self.net), self.run.train.ema_decay, self.step)
+        return {"train_loss": g_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item()}
+
+    @torch.no_grad()
+    def test_loss(self) -> float | None:
+        """Held-out loss with fixed noise (comparable across evaluations): diffusion loss of the EMA net,
+        or for the DCGAN the discriminator's BCE on held-out real faces (rises when D memorises)."""
+        t = self.run.train
+        n = len(self.test_set)
+        if n == 0 or t.test_batches == 0:
+            return None
+        losses = []
+        for i in range(t.test_batches):
+            gen = generator(t.seed, "test", i)
+            idx = torch.arange(i * t.batch_size, (i + 1) * t.batch_size) % n
+            x, mix = self.batch(self.test_set, idx, gen, train=False)
+            with autocast(self.device, t.precision):
+                if self.run.model.family == "dcgan":
+                    assert self.disc is not None
+                    self.disc.eval()
+                    logits = self.disc(x, mix).float()
+                    self.disc.train()
+                    losses.append(F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).item())
+                else:
+                    losses.append(self.diffusion_loss(self.ema, x, condition_vector(mix), gen).item())
+        return sum(losses) / len(losses)
+
+    # -- saving -------------------------------------------------------------------------------------
+    @staticmethod
+    def _bare(net: nn.Module) -> nn.Module:
+        return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+
+    def card(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "images_seen": self.step * self.run.train.batch_size,
+            "wall_time_s": round(self.wall_s, 1), "device": str(self.device),
+            "hardware": torch.cuda.get_device_name() if self.device.type == "cuda" else
+            f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads",
+            "torch": torch.__version__, "data": Path(self.run.data.path).name,
+            "train_images": len(self.train_set), "group_counts": self.train_set.counts(),
+            "parameters": count_parameters(self.ema),
+        }
+
+    def save(self, out: Path) -> None:
+        """state.pt (resume) then checkpoint/ (EMA weights for sampling), each atomically."""
+        state = {"step": self.step, "wall_s": self.wall_s, "net": self._bare(self.net).state_dict(),
+                 "ema": self.ema.state_dict(), "opt": self.opt.state_dict()}
+        if self.disc is not None and self.opt_d is not None:
+            state |= {"disc": self._bare(self.disc).state_dict(), "opt_d": self.opt_d.state_dict()}
+        try:
+            checkpoints.save_state(out, state)
+            checkpoints.save_weights(out / CHECKPOINT_DIR, self.ema.state_dict(), self.card())
+        except OSError as err:
+            log.error("could not save at step %d (%s); the previous checkpoint is intact", self.step, err)
+            return
+        log.info("saved step %d to %s", self.step, out)
+
+    def load(self, state: dict[str, Any]) -> None:
+        self._bare(self.net).load_state_dict(state["net"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        if self.disc is not None and self.opt_d is not None:
+            self._bare(self.disc).load_state_dict(state["disc"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.step, self.wall_s = int(state["step"]), float(state.get("wall_s", 0.0))
+
+    def sample_grid(self, path: Path) -> None:
+        """One row per group, the same seeds in each row, from the EMA weights."""
+        m = self.run.model
+        sampler, steps = {"ddpm": ("ddim", 25), "sde": ("ode", 25), "dcgan": ("single", 1)}[m.family]
+        self.ema.eval()
+        rows = [plots.to_pil(final(stream(m, self.ema, req, self.device, self.run.train.precision)).x_t)
+                for req in sample_grid_request(m.groups, 8, sampler, steps, guidance=1.0)]
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        plots.grid(rows, list(m.groups)).save(tmp)
+        tmp.replace(path)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """After a resume, drop log lines from beyond the resumed step (written before the kill)."""
+    if path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        checkpoints.atomic_write(path, lambda p: p.write_text("".join(f"{ln}\n" for ln in keep)))
+
+
+def build_trainer(run: RunConfig, dist_info: Dist) -> Trainer:
+    device = pick_device(run.train.device)
+    if dist_info.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    faces = load_faces(run.data, run.model.image_size)
+    train_set, test_set = split(faces, run.data.test_fraction)
+    if len(train_set) < run.train.batch_size:
+        log.warning("only %d training faces for batch size %d: batches repeat faces", len(train_set), run.train.batch_size)
+    t = run.train
+    net = build_sampling_net(run.model).to(device)
+    memory = torch.channels_last if t.channels_last else torch.contiguous_format
+    net = net.to(memory_format=memory)
+    ema = build_sampling_net(run.model).to(device).to(memory_format=memory)
+    ema.load_state_dict(net.state_dict())
+    ema.requires_grad_(False)
+    disc = opt_d = None
+    extra: dict[str, Any] = {"total": total_steps(run, len(train_set)),
+                             "scaler": torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")}
+    if run.model.family == "dcgan":
+        disc = build_discriminator(run.model).to(device).to(memory_format=memory)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr, betas=(0.5, 0.999))
+        opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.5, 0.999))
+    else:
+        opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=0.0)
+        extra["alpha_bar"] = alphas_cumprod(run.model.ddpm)
+        extra["sde"] = make_sde(run.model.sde)
+    if dist_info.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        if disc is not None:
+            disc = nn.parallel.DistributedDataParallel(disc, device_ids=ids)
+    return Trainer(run, device, dist_info, train_set, test_set, net, ema, opt, disc, opt_d, extra=extra)
+
+
+def train(run: RunConfig, resume: Path | None = None, progress: bool = True) -> Path:
+    """Train to the configured budget; returns the exported checkpoint folder (out/checkpoint)."""
+    set_cpu_threads()
+    dist_info = init_distributed(run.train.device)
+    faces_groups = None
+    trainer = build_trainer(run, dist_info)
+    faces_groups = trainer.train_set.groups
+    if faces_groups != run.model.groups:
+        run = run.model_copy(update={"model": run.model.model_copy(update={"groups": faces_groups})})
+        trainer.run = run
+        trainer.net, trainer.ema = trainer.net, trainer.ema
+        if len(faces_groups) != len(run.model.groups):  # pragma: no cover - guarded by model_copy
+            raise RuntimeError("group count changed")
+    out = Path(run.train.out)
+    if resume is not None:
+        trainer.load(checkpoints.load_state(resume))
+        log.info("resumed from %s at step %d", resume, trainer.step)
+    total = trainer.extra["total"]
+    log_path = out / "log.jsonl"
+    if dist_info.main:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp*"):
+            stale.unlink(missing_ok=True)
+        checkpoints.save_config(out / CHECKPOINT_DIR, run)
+        _truncate_log(log_path, trainer.step)
+        log.info("%s: %d parameters, %d train / %d test faces, %d steps on %s (%s)", run.model.family,
+                 count_parameters(trainer.ema), len(trainer.train_set), len(trainer.test_set), total,
+                 trainer.device, run.train.precision)
+    bar = tqdm(total=total, initial=trainer.step, disable=not (progress and dist_info.main), desc=run.model.family,
+               unit="step", dynamic_ncols=True)
+    window: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    while trainer.step < total:
+        metrics = trainer.train_step()
+        trainer.step += 1
+        now = time.perf_counter()
+        trainer.wall_s += now - t0
+        t0 = now
+        window.append(metrics)
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['train_loss']:.4f}")
+        t, step = run.train, trainer.step
+        if not dist_info.main:
+            continue
+        boundary = step % t.save_every == 0 or step == total
+        if step % t.log_every == 0 or boundary:
+            row: dict[str, Any] = {"step": step, "epoch": round(step * t.batch_size / len(trainer.train_set), 3)}
+            for key in window[0]:
+                row[key] = sum(m[key] for m in window) / len(window)
+            if boundary:
+                row["test_loss"] = trainer.test_loss()
+            row["wall_s"] = round(trainer.wall_s, 1)
+            with log_path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            window = []
+        if boundary:
+            trainer.save(out)
+            plots.loss_curves(log_path, out / "loss.png")
+        if step % t.sample_every == 0 or step == total:
+            trainer.sample_grid(out / f"samples-{step:07d}.png")
+        t0 = time.perf_counter()
+    bar.close()
+    if dist_info.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out / CHECKPOINT_DIR
