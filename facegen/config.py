@@ -166,6 +166,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "unet": {"block_out_channels": (8, 16), "layers_per_block": 1, "attention_levels": (1,)},
             "dcgan": {"latent_dim": 16, "g_channels": 8, "d_channels": 8},
         },
+        "data": {"test_fraction": 0.2},
         "train": {"batch_size": 8, "max_steps": 20, "warmup_steps": 0, "save_every": 10,
                   "sample_every": 10, "log_every": 5, "test_batches": 1},
     },

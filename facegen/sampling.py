@@ -32,8 +32,8 @@ SAMPLER_LABELS = {
 }
 DEFAULT_STEPS = {"dpmpp": 20, "ddim": 50, "ancestral": 100, "euler_maruyama": 200,
                  "predictor_corrector": 100, "ode": 50, "single": 1}
-STEP_RANGE = {"dpmpp": (5, 100), "ddim": (5, 1000), "ancestral": (10, 1000), "euler_maruyama": (10, 2000),
-              "predictor_corrector": (10, 1000), "ode": (5, 1000), "single": (1, 1)}
+STEP_RANGE = {"dpmpp": (2, 200), "ddim": (1, 1000), "ancestral": (1, 1000), "euler_maruyama": (2, 2000),
+              "predictor_corrector": (2, 1000), "ode": (2, 1000), "single": (1, 1)}
 
 
 def network_evaluations(sampler: str, steps: int, guidance: float) -> int:

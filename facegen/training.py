@@ -30,7 +30,7 @@ from facegen.data import FaceSet, augment, batch_indices, load_faces, split, to_
 from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
 from facegen.diffusion.sde import dsm_loss, make_sde
 from facegen.nets import build_discriminator, build_sampling_net, count_parameters
-from facegen.runtime import autocast, generator, pick_device, set_cpu_threads
+from facegen.runtime import autocast, derive_seed, generator, pick_device, set_cpu_threads
 from facegen.sampling import final, sample_grid_request, stream
 
 log = logging.getLogger(__name__)
@@ -256,21 +256,25 @@ def build_trainer(run: RunConfig, dist_info: Dist) -> Trainer:
     if dist_info.world > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     faces = load_faces(run.data, run.model.image_size)
+    if faces.groups != run.model.groups:  # group names travel from the data into the checkpoint
+        run = run.model_copy(update={"model": run.model.model_copy(update={"groups": faces.groups})})
     train_set, test_set = split(faces, run.data.test_fraction)
     if len(train_set) < run.train.batch_size:
         log.warning("only %d training faces for batch size %d: batches repeat faces", len(train_set), run.train.batch_size)
     t = run.train
-    net = build_sampling_net(run.model).to(device)
     memory = torch.channels_last if t.channels_last else torch.contiguous_format
-    net = net.to(memory_format=memory)
+    with torch.random.fork_rng(devices=[]):  # the initial weights are a function of the seed alone
+        torch.manual_seed(derive_seed(t.seed, "init"))
+        net = build_sampling_net(run.model).to(device).to(memory_format=memory)
+        disc = build_discriminator(run.model).to(device).to(memory_format=memory) if run.model.family == "dcgan" else None
     ema = build_sampling_net(run.model).to(device).to(memory_format=memory)
     ema.load_state_dict(net.state_dict())
     ema.requires_grad_(False)
-    disc = opt_d = None
+    opt_d = None
     extra: dict[str, Any] = {"total": total_steps(run, len(train_set)),
                              "scaler": torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")}
     if run.model.family == "dcgan":
-        disc = build_discriminator(run.model).to(device).to(memory_format=memory)
+        assert disc is not None
         opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr, betas=(0.5, 0.999))
         opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.5, 0.999))
     else:
@@ -289,15 +293,8 @@ def train(run: RunConfig, resume: Path | None = None, progress: bool = True) -> 
     """Train to the configured budget; returns the exported checkpoint folder (out/checkpoint)."""
     set_cpu_threads()
     dist_info = init_distributed(run.train.device)
-    faces_groups = None
     trainer = build_trainer(run, dist_info)
-    faces_groups = trainer.train_set.groups
-    if faces_groups != run.model.groups:
-        run = run.model_copy(update={"model": run.model.model_copy(update={"groups": faces_groups})})
-        trainer.run = run
-        trainer.net, trainer.ema = trainer.net, trainer.ema
-        if len(faces_groups) != len(run.model.groups):  # pragma: no cover - guarded by model_copy
-            raise RuntimeError("group count changed")
+    run = trainer.run
     out = Path(run.train.out)
     if resume is not None:
         trainer.load(checkpoints.load_state(resume))

@@ -83,7 +83,8 @@ def _langevin(
     """One Langevin corrector step with the step size set by the signal-to-noise ratio (Song, alg. 4/5)."""
     score = score_fn(x, t).float()
     z = randn_per_image(gens, x.shape[1:], x.device)
-    alpha = 1.0 - sde.beta(t) * (-dt) if isinstance(sde, VPSDE) else torch.ones_like(t)
+    # Song et al. use alpha_i = 1 - beta_i; exp(-beta dt) is the same to first order and stays positive for coarse grids.
+    alpha = torch.exp(-sde.beta(t) * (-dt)) if isinstance(sde, VPSDE) else torch.ones_like(t)
     grad_norm = score.flatten(1).norm(dim=1)
     noise_norm = z.flatten(1).norm(dim=1)
     step = (2 * alpha * (snr * noise_norm / grad_norm.clamp_min(1e-12)) ** 2).reshape(-1, 1, 1, 1)

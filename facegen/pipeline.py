@@ -1,0 +1,116 @@
+"""`FaceGenerator`: the public sampling API, and the only thing the app calls.
+
+    gen = FaceGenerator.from_checkpoint("checkpoints/ddpm")
+    faces = gen.generate(seeds=[0, 1], mix=[1, 0, 0, 0, 0], sampler="dpmpp", steps=20)
+    for frame in gen.frames([0], mix=[0.5, 0.5, 0, 0, 0]):   # every step: frame.x_t, frame.x0
+        ...
+
+One RNG per image: the face for seed s is pixel-identical whatever the batch and whether the frames
+are streamed. Nothing here touches the global RNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from facegen.checkpoints import WEIGHTS_NAME, load_checkpoint, load_into
+from facegen.conditioning import normalise_mix
+from facegen.config import Family, ModelConfig, Precision
+from facegen.diffusion.samplers import Step
+from facegen.nets import build_sampling_net
+from facegen.plots import to_pil
+from facegen.runtime import pick_device
+from facegen.sampling import DEFAULT_STEPS, SAMPLERS, STEP_RANGE, Request, final, stream
+
+MAX_SEED = 2**32 - 1
+
+
+class RequestError(ValueError):
+    """A sampling request outside what the model supports; the message says which argument."""
+
+
+@dataclass
+class FaceGenerator:
+    config: ModelConfig
+    net: torch.nn.Module
+    device: torch.device
+    precision: Precision = "fp32"
+    card: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    checkpoint_hash: str = ""
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: Precision | None = None,
+                        family: Family | None = None) -> FaceGenerator:
+        """Load a checkpoint folder (config.json + model.safetensors), verified, onto `device`.
+
+        precision: autocast for sampling; default bf16 on CPU (1.3-1.5x faster here) and fp16 on CUDA.
+        """
+        path = Path(path)
+        run, tensors, card = load_checkpoint(path, family)
+        net = build_sampling_net(run.model)
+        load_into(net, tensors, path / WEIGHTS_NAME)
+        dev = pick_device(device)
+        net = net.to(dev).eval().requires_grad_(False)
+        if dev.type == "cpu":
+            net = net.to(memory_format=torch.channels_last)
+        if precision is None:
+            precision = "fp16" if dev.type == "cuda" else "bf16"
+        digest = hashlib.sha256((path / WEIGHTS_NAME).read_bytes()).hexdigest()[:16]
+        return cls(run.model, net, dev, precision, card, path.name, digest)
+
+    @property
+    def family(self) -> Family:
+        return self.config.family
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return self.config.groups
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        return SAMPLERS[self.family]
+
+    def request(self, seeds: Sequence[int] | int, mix: Sequence[float] | torch.Tensor, sampler: str | None = None,
+                steps: int | None = None, guidance: float | None = None) -> Request:
+        """Validate and fill in defaults; raises RequestError or MixError with a specific message."""
+        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        if not seeds:
+            raise RequestError("give at least one seed")
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
+                raise RequestError(f"seed {s!r} must be an integer in [0, {MAX_SEED}]")
+        sampler = sampler or self.samplers[0]
+        if sampler not in self.samplers:
+            raise RequestError(f"{self.family} has no sampler {sampler!r}; choose one of {', '.join(self.samplers)}")
+        lo, hi = STEP_RANGE[sampler]
+        steps = DEFAULT_STEPS[sampler] if steps is None or self.family == "dcgan" else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not lo <= steps <= hi:
+            raise RequestError(f"steps must be an integer in [{lo}, {hi}] for {sampler}, got {steps!r}")
+        if self.family == "ddpm" and steps > self.config.ddpm.num_train_timesteps:
+            raise RequestError(f"steps must not exceed the model's {self.config.ddpm.num_train_timesteps} timesteps")
+        guidance = 1.0 if guidance is None else float(guidance)
+        if not math.isfinite(guidance) or not 0.0 <= guidance <= 20.0:
+            raise RequestError(f"guidance must be a number in [0, 20], got {guidance}")
+        return Request(tuple(seeds), normalise_mix(mix, self.groups), sampler, steps, guidance)
+
+    def frames(self, seeds: Sequence[int] | int, mix: Sequence[float] | torch.Tensor, sampler: str | None = None,
+               steps: int | None = None, guidance: float | None = None) -> Iterator[Step]:
+        """Every step's state: Step(index, total, x_t, x0, nfe), tensors (B, 3, H, W) in [-1, 1] on the CPU."""
+        req = self.request(seeds, mix, sampler, steps, guidance)
+        for step in stream(self.config, self.net, req, self.device, self.precision):
+            yield Step(step.index, step.total, step.x_t.float().cpu(), step.x0.float().cpu(), step.nfe)
+
+    def generate(self, seeds: Sequence[int] | int, mix: Sequence[float] | torch.Tensor, sampler: str | None = None,
+                 steps: int | None = None, guidance: float | None = None) -> list[Image.Image]:
+        """The final faces as RGB PIL images, one per seed."""
+        req = self.request(seeds, mix, sampler, steps, guidance)
+        return to_pil(final(stream(self.config, self.net, req, self.device, self.precision)).x_t)

@@ -1,0 +1,116 @@
+"""Per family: the loss is finite and falls on a fixed batch; every sampler streams finite frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facegen.conditioning import condition_vector
+from facegen.config import resolve
+from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
+from facegen.diffusion.sde import dsm_loss, make_sde
+from facegen.nets import build_discriminator, build_sampling_net
+from facegen.pipeline import FaceGenerator
+from facegen.runtime import generator
+from facegen.sampling import SAMPLERS, network_evaluations
+
+MIX = [0.5, 0.5, 0, 0, 0]
+
+
+def fixed_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(8, 3, 16, 16, generator=g) * 2 - 1
+    mix = F.one_hot(torch.arange(8) % 5, 5).float()
+    return x0, mix
+
+
+@pytest.mark.parametrize("family", ["ddpm", "sde"])
+@pytest.mark.parametrize("kind", ["vp", "ve"])
+def test_diffusion_loss_falls_on_a_fixed_batch(family: str, kind: str) -> None:
+    if family == "ddpm" and kind == "ve":
+        pytest.skip("VE applies to the SDE family only")
+    torch.manual_seed(0)
+    run = resolve("tiny", family, {"data": {"path": "x"}, "model": {"sde": {"kind": kind}}})
+    net = build_sampling_net(run.model)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    x0, mix = fixed_batch()
+    cond = condition_vector(mix)
+
+    def loss() -> torch.Tensor:
+        gen = generator(0, "fixed")  # the same t and noise every time: a fixed objective
+        if family == "ddpm":
+            return ddpm_loss(net, x0, cond, alphas_cumprod(run.model.ddpm), gen)
+        return dsm_loss(net, make_sde(run.model.sde), x0, cond, gen)
+
+    first = loss()
+    assert torch.isfinite(first)
+    for _ in range(30):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert loss().item() < 0.8 * first.item()
+
+
+def test_gan_losses_finite_and_discriminator_learns() -> None:
+    torch.manual_seed(0)
+    run = resolve("tiny", "dcgan", {"data": {"path": "x"}})
+    G, D = build_sampling_net(run.model), build_discriminator(run.model)
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    x0, mix = fixed_batch()
+    z = torch.randn(8, run.model.dcgan.latent_dim, generator=torch.Generator().manual_seed(1))
+    fake = G(z, mix).detach()
+    assert fake.shape == x0.shape and fake.abs().max() <= 1
+
+    def d_loss() -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(D(x0, mix), torch.ones(8)) + \
+            F.binary_cross_entropy_with_logits(D(fake, mix), torch.zeros(8))
+
+    first = d_loss()
+    for _ in range(20):
+        opt_d.zero_grad()
+        d_loss().backward()
+        opt_d.step()
+    assert torch.isfinite(first) and d_loss().item() < 0.8 * first.item()
+
+
+def test_dcgan_128_variant_shapes() -> None:
+    run = resolve("tiny", "dcgan", {"data": {"path": "x"}, "model": {"image_size": 128}})
+    G, D = build_sampling_net(run.model), build_discriminator(run.model)
+    x = G(torch.randn(2, run.model.dcgan.latent_dim), torch.eye(5)[:2])
+    assert x.shape == (2, 3, 128, 128) and D(x, torch.eye(5)[:2]).shape == (2,)
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in G.modules()) == 6  # one more than at 64 px
+
+
+@pytest.mark.parametrize(("family", "sampler"), [(f, s) for f, ss in SAMPLERS.items() for s in ss])
+def test_every_sampler_streams_finite_frames(tiny_checkpoints: dict[str, Path], family: str, sampler: str) -> None:
+    gen = FaceGenerator.from_checkpoint(tiny_checkpoints[family], device="cpu", precision="fp32")
+    steps = 1 if family == "dcgan" else 6
+    frames = list(gen.frames([3, 4], MIX, sampler=sampler, steps=steps, guidance=2.0))
+    assert len(frames) == steps and [f.index for f in frames] == list(range(1, steps + 1))
+    assert frames[-1].nfe == network_evaluations(sampler, steps, 1.0)
+    for f in frames:
+        assert f.x_t.shape == (2, 3, 16, 16) and torch.isfinite(f.x_t).all() and torch.isfinite(f.x0).all()
+
+
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan"])
+def test_seed_gives_the_same_face_in_any_batch_streamed_or_not(tiny_checkpoints: dict[str, Path], family: str) -> None:
+    gen = FaceGenerator.from_checkpoint(tiny_checkpoints[family], device="cpu")
+    sampler = {"ddpm": "ancestral", "sde": "euler_maruyama", "dcgan": None}[family]
+    kwargs = {"mix": MIX, "sampler": sampler, "steps": None if family == "dcgan" else 10, "guidance": 1.5}
+    alone = gen.generate([7], **kwargs)[0]
+    in_batch = gen.generate([1, 7, 9], **kwargs)[1]
+    streamed = list(gen.frames([9, 7], **kwargs))[-1].x_t[1:2]
+    from facegen.plots import to_pil
+    assert alone.tobytes() == in_batch.tobytes() == to_pil(streamed)[0].tobytes()
+    assert gen.generate([8], **kwargs)[0].tobytes() != alone.tobytes()
+
+
+def test_sampling_leaves_the_global_rng_alone(tiny_checkpoints: dict[str, Path]) -> None:
+    gen = FaceGenerator.from_checkpoint(tiny_checkpoints["sde"], device="cpu")
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    gen.generate([0], MIX, sampler="predictor_corrector", steps=5)
+    assert torch.equal(before, torch.get_rng_state())

@@ -1,0 +1,135 @@
+"""train.py end to end: smoke runs, exact resume, a real kill, and two-process DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from facegen.checkpoints import load_checkpoint, load_state
+from facegen.pipeline import FaceGenerator
+from facegen.training import train
+from tests.conftest import REPO, SHARED_DATA, tiny_run
+
+
+def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan"])
+def test_cli_smoke_run_writes_a_loadable_checkpoint(session_faces: Path, tmp_path: Path, family: str) -> None:
+    out = tmp_path / "run"
+    res = run_cli("--model", family, "--data", str(session_faces), "--preset", "tiny", "--max-steps", "6",
+                  "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--precision", "fp32", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "saved step 6" in res.stderr
+    gen = FaceGenerator.from_checkpoint(out / "checkpoint", device="cpu")
+    assert gen.family == family and gen.card["step"] == 6
+    assert (out / "samples-0000006.png").is_file() and (out / "loss.png").is_file()
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 6 and rows[-1]["test_loss"] is not None
+    assert len(gen.generate([0], [0, 0, 1, 0, 0])) == 1
+
+
+def test_cli_reports_a_missing_data_folder(tmp_path: Path) -> None:
+    res = run_cli("--model", "ddpm", "--data", str(tmp_path / "nowhere"), "--preset", "tiny", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    assert not (tmp_path / "o" / "checkpoint" / "model.safetensors").exists()
+
+
+def test_cli_resume_needs_a_state(tmp_path: Path, session_faces: Path) -> None:
+    res = run_cli("--model", "ddpm", "--data", str(session_faces), "--preset", "tiny", "--resume", str(tmp_path))
+    assert res.returncode != 0 and "no state.pt" in res.stderr
+
+
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan"])
+def test_resume_matches_an_uninterrupted_run(session_faces: Path, tmp_path: Path, family: str) -> None:
+    full = train(tiny_run(family, session_faces, tmp_path / "full", max_steps=8, save_every=4, sample_every=100),
+                 progress=False)
+    train(tiny_run(family, session_faces, tmp_path / "part", max_steps=4, save_every=4, sample_every=100), progress=False)
+    resumed = train(tiny_run(family, session_faces, tmp_path / "part", max_steps=8, save_every=4, sample_every=100),
+                    resume=tmp_path / "part", progress=False)
+    _, a, _ = load_checkpoint(full)
+    _, b, card = load_checkpoint(resumed)
+    assert card["step"] == 8
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa, sb = load_state(tmp_path / "full"), load_state(tmp_path / "part")
+    assert all(torch.equal(sa["net"][k], sb["net"][k]) for k in sa["net"])
+    steps = [json.loads(r)["step"] for r in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no gap, no duplicate after the resume
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(session_faces: Path, tmp_path: Path) -> None:
+    """SIGKILL a real train.py mid-run (checkpoints every step), resume, compare with an uninterrupted run."""
+    common = ["--model", "ddpm", "--data", str(session_faces), "--preset", "tiny", "--max-steps", "30",
+              "--precision", "fp32", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert run_cli(*common, "--out", str(tmp_path / "full"), "--save-every", "1").returncode == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for kill_after in (4.0, 5.5, 7.0):
+        proc = subprocess.Popen([sys.executable, "train.py", *common, "--out", str(out), "--save-every", "1",
+                                 "--resume", "latest"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(kill_after)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        load_checkpoint(out / "checkpoint")  # whatever moment it died, the checkpoint is whole
+    assert run_cli(*common, "--out", str(out), "--save-every", "1", "--resume", "latest").returncode == 0
+    _, a, _ = load_checkpoint(tmp_path / "full" / "checkpoint")
+    _, b, _ = load_checkpoint(out / "checkpoint")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes(session_faces: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
+           "--model", "ddpm", "--data", str(session_faces), "--preset", "tiny", "--max-steps", "4", "--device", "cpu",
+           "--precision", "fp32", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert FaceGenerator.from_checkpoint(out / "checkpoint").card["step"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data/utkface64 is not on this machine")
+def test_real_data_training_steps(tmp_path: Path) -> None:
+    res = run_cli("--model", "dcgan", "--data", str(SHARED_DATA), "--max-steps", "2", "--batch-size", "8",
+                  "--out", str(tmp_path / "real"), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+                  "--save-every", "2", "--sample-every", "2", timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert FaceGenerator.from_checkpoint(tmp_path / "real" / "checkpoint").card["train_images"] > 20000
+
+
+def test_seed_and_group_names_are_honoured(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import draw_face
+
+    rng = np.random.default_rng(0)
+    for group in ("glasses", "no glasses"):
+        (tmp_path / "data" / group).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(draw_face(rng, 20, i % 5)).save(tmp_path / "data" / group / f"{i}.png")
+    outs = []
+    for seed in (0, 0, 1):
+        run = tiny_run("dcgan", tmp_path / "data", tmp_path / f"s{len(outs)}", max_steps=2, seed=seed)
+        run = run.model_copy(update={"data": run.data.model_copy(update={"labels": "folders"})})
+        outs.append(load_checkpoint(train(run, progress=False)))
+    assert outs[0][0].model.groups == ("glasses", "no glasses")
+    same = all(torch.equal(outs[0][1][k], outs[1][1][k]) for k in outs[0][1])
+    differ = any(not torch.equal(outs[0][1][k], outs[2][1][k]) for k in outs[0][1])
+    assert same and differ
