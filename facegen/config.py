@@ -138,7 +138,7 @@ class TrainConfig(Frozen):
     grad_clip: float = Field(1.0, gt=0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     cond_dropout: float = Field(0.1, ge=0.0, le=1.0)
-    channels_last: bool = True
+    channels_last: bool = False  # measured: 2x slower than contiguous for this U-Net on these CPUs
     save_every: int = Field(500, ge=1)
     sample_every: int = Field(1000, ge=1)
     log_every: int = Field(50, ge=1)

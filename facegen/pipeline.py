@@ -46,6 +46,7 @@ class FaceGenerator:
     card: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     checkpoint_hash: str = ""
+    batch_invariant: bool = True
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: Precision | None = None,
@@ -60,8 +61,6 @@ class FaceGenerator:
         load_into(net, tensors, path / WEIGHTS_NAME)
         dev = pick_device(device)
         net = net.to(dev).eval().requires_grad_(False)
-        if dev.type == "cpu":
-            net = net.to(memory_format=torch.channels_last)
         if precision is None:
             precision = "fp16" if dev.type == "cuda" else "bf16"
         digest = hashlib.sha256((path / WEIGHTS_NAME).read_bytes()).hexdigest()[:16]
@@ -106,11 +105,16 @@ class FaceGenerator:
                steps: int | None = None, guidance: float | None = None) -> Iterator[Step]:
         """Every step's state: Step(index, total, x_t, x0, nfe), tensors (B, 3, H, W) in [-1, 1] on the CPU."""
         req = self.request(seeds, mix, sampler, steps, guidance)
-        for step in stream(self.config, self.net, req, self.device, self.precision):
+        for step in stream(self.config, self.net, req, self.device, self.precision, self._micro_batch):
             yield Step(step.index, step.total, step.x_t.float().cpu(), step.x0.float().cpu(), step.nfe)
 
     def generate(self, seeds: Sequence[int] | int, mix: Sequence[float] | torch.Tensor, sampler: str | None = None,
                  steps: int | None = None, guidance: float | None = None) -> list[Image.Image]:
         """The final faces as RGB PIL images, one per seed."""
         req = self.request(seeds, mix, sampler, steps, guidance)
-        return to_pil(final(stream(self.config, self.net, req, self.device, self.precision)).x_t)
+        return to_pil(final(stream(self.config, self.net, req, self.device, self.precision, self._micro_batch)).x_t)
+
+    @property
+    def _micro_batch(self) -> int | None:
+        """One face per network call when batch_invariant (the default): seed s gives the same pixels in any batch."""
+        return 1 if self.batch_invariant else None

@@ -7,7 +7,7 @@ training loop (sample grids) and `FaceGenerator` both sample through `stream`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,40 +54,63 @@ class Request:
     guidance: float
 
 
-def _guided(net: nn.Module, t_map, cond: torch.Tensor, scale: float, device: torch.device,
-            precision: Precision) -> NetFn:
+def per_image(net: nn.Module, micro_batch: int | None) -> nn.Module | Callable[..., torch.Tensor]:
+    """Evaluate `net` in chunks of `micro_batch` rows (None: all at once).
+
+    CPU and GPU kernels pick different blockings for different batch sizes, so a face computed in a
+    batch of 4 can differ in the last bit from the same face alone, and after many sampler steps by a
+    pixel level. With micro_batch=1 every face goes through the same kernels whatever its batch.
+    """
+    if micro_batch is None:
+        return net
+
+    def fn(*args: torch.Tensor) -> torch.Tensor:
+        n = args[0].shape[0]
+        return torch.cat([net(*(a[i:i + micro_batch] for a in args)) for i in range(0, n, micro_batch)])
+
+    return fn
+
+
+def _guided(net: nn.Module, t_map: Callable[[torch.Tensor], torch.Tensor], cond: torch.Tensor, scale: float,
+            device: torch.device, precision: Precision, micro_batch: int | None) -> NetFn:
     """A (x, t) -> output function with the condition bound and classifier-free guidance applied."""
     null = null_condition(cond.shape[0], cond.shape[1] - 1, device)
+    call = per_image(net, micro_batch)
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         tt = t_map(t)
         with autocast(device, precision):
             if scale == 1.0:
-                return net(x, tt, cond).float()
+                return call(x, tt, cond).float()
             if scale == 0.0:
-                return net(x, tt, null).float()
-            out = net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null])).float()
+                return call(x, tt, null).float()
+            out = call(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null])).float()
         out_c, out_u = out.chunk(2)
         return guide(out_c, out_u, scale)
 
     return fn
 
 
-def ddpm_eps_fn(net: nn.Module, cond: torch.Tensor, scale: float, device: torch.device, precision: Precision) -> NetFn:
+def ddpm_eps_fn(net: nn.Module, cond: torch.Tensor, scale: float, device: torch.device, precision: Precision,
+                micro_batch: int | None = None) -> NetFn:
     """DDPM: the U-Net output is epsilon; t is the integer timestep."""
-    return _guided(net, lambda t: t, cond, scale, device, precision)
+    return _guided(net, lambda t: t, cond, scale, device, precision, micro_batch)
 
 
 def sde_score_fn(net: nn.Module, sde: SDE, cond: torch.Tensor, scale: float, device: torch.device,
-                 precision: Precision) -> NetFn:
+                 precision: Precision, micro_batch: int | None = None) -> NetFn:
     """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input)."""
-    return _guided(net, sde.std, cond, scale, device, precision)
+    return _guided(net, sde.std, cond, scale, device, precision, micro_batch)
 
 
 def stream(
-    cfg: ModelConfig, net: nn.Module, req: Request, device: torch.device, precision: Precision = "fp32"
+    cfg: ModelConfig, net: nn.Module, req: Request, device: torch.device, precision: Precision = "fp32",
+    micro_batch: int | None = None,
 ) -> Iterator[Step]:
-    """Yield every step of sampling `len(req.seeds)` faces; the last Step's x_t is the result in [-1, 1]."""
+    """Yield every step of sampling `len(req.seeds)` faces; the last Step's x_t is the result in [-1, 1].
+
+    micro_batch=1 makes each face bit-identical whatever batch it is in (see `per_image`).
+    """
     gens = image_generators(req.seeds)
     b, size = len(req.seeds), cfg.image_size
     mix = req.mix.to(device).expand(b, -1)
@@ -95,18 +118,18 @@ def stream(
         if cfg.family == "dcgan":
             z = randn_per_image(gens, (cfg.dcgan.latent_dim,), device)
             with autocast(device, precision):
-                x = net(z, mix).float().clamp(-1, 1)
+                x = per_image(net, micro_batch)(z, mix).float().clamp(-1, 1)
             yield Step(1, 1, x, x, 1)
             return
         cond = condition_vector(mix)
         if cfg.family == "ddpm":
-            eps_fn = ddpm_eps_fn(net, cond, req.guidance, device, precision)
+            eps_fn = ddpm_eps_fn(net, cond, req.guidance, device, precision, micro_batch)
             scheduler = ddpm.sampling_scheduler(cfg.ddpm, req.sampler)  # type: ignore[arg-type]
             x_T = randn_per_image(gens, (3, size, size), device)
             yield from samplers.ddpm_sample(eps_fn, scheduler, ddpm.alphas_cumprod(cfg.ddpm), x_T, gens, req.steps)
             return
         sde = make_sde(cfg.sde)
-        score_fn = sde_score_fn(net, sde, cond, req.guidance, device, precision)
+        score_fn = sde_score_fn(net, sde, cond, req.guidance, device, precision, micro_batch)
         x_T = randn_per_image(gens, (3, size, size), device) * sde.prior_std()
         match req.sampler:
             case "euler_maruyama":
