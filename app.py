@@ -59,16 +59,24 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         logging.warning("no checkpoint could be loaded from %s: %s", args.checkpoints, failures or "folder is empty")
     gpu = torch.cuda.is_available() and args.device != "cpu"
-    limits = Limits(max_faces=max(1, min(args.max_faces, 8)), max_steps=args.max_steps,
-                    concurrency=args.concurrency or (2 if gpu else 1))
+    limits = Limits(
+        max_faces=max(1, min(args.max_faces, 8)),
+        max_steps=args.max_steps,
+        concurrency=args.concurrency or (2 if gpu else 1),
+    )
     try:
         studio = Studio(models, failures, limits)
     except OSError as err:
-        print(f"error: cannot create a folder for results ({err}); is the file system read-only? "
-              "Set TMPDIR to a writable folder.", file=sys.stderr)
+        print(
+            f"error: cannot create a folder for results ({err}); is the file system read-only? "
+            "Set TMPDIR to a writable folder.",
+            file=sys.stderr,
+        )
         return 1
-    print(f"facegen studio on http://{args.host}:{args.port} with {len(models)} model(s): {', '.join(models) or 'none'}",
-          flush=True)
+    print(
+        f"facegen studio on http://{args.host}:{args.port} with {len(models)} model(s): {', '.join(models) or 'none'}",
+        flush=True,
+    )
     launch(studio, args.host, args.port)
     return 0
 

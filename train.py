@@ -24,7 +24,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, choices=["ddpm", "sde", "dcgan"], help="model family")
     p.add_argument("--data", required=True, help="folder of face images")
-    p.add_argument("--labels", choices=["utkface", "folders", "celeba", "none"], help="how groups are read (default utkface)")
+    p.add_argument(
+        "--labels", choices=["utkface", "folders", "celeba", "none"], help="how groups are read (default utkface)"
+    )
     p.add_argument("--celeba-attributes", nargs="+", help="CelebA attributes whose combinations are the groups")
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="size preset")
     p.add_argument("--config", type=Path, help="JSON file with {model, data, train} overrides")
@@ -64,13 +66,24 @@ def flag_overrides(a: argparse.Namespace) -> dict[str, Any]:
     if a.sde is not None:
         tree["model"]["sde"] = {"kind": a.sde}
     if a.beta_schedule is not None or a.timesteps is not None:
-        tree["model"]["ddpm"] = {k: v for k, v in (("beta_schedule", a.beta_schedule),
-                                                  ("num_train_timesteps", a.timesteps)) if v is not None}
+        tree["model"]["ddpm"] = {
+            k: v for k, v in (("beta_schedule", a.beta_schedule), ("num_train_timesteps", a.timesteps)) if v is not None
+        }
     for key in ("labels", "balanced", "hflip", "jitter", "cache_dir"):
         _set(tree, "data", key, getattr(a, key))
     _set(tree, "data", "celeba_attributes", tuple(a.celeba_attributes) if a.celeba_attributes else None)
-    for key in ("seed", "device", "precision", "max_steps", "epochs", "batch_size", "lr", "save_every",
-                "sample_every", "out"):
+    for key in (
+        "seed",
+        "device",
+        "precision",
+        "max_steps",
+        "epochs",
+        "batch_size",
+        "lr",
+        "save_every",
+        "sample_every",
+        "out",
+    ):
         _set(tree, "train", key, getattr(a, key))
     if a.max_steps is not None:
         tree["train"]["epochs"] = None

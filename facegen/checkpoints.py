@@ -29,8 +29,10 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 STATE_NAME = "state.pt"
 
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message says which file and what is wrong."""
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp) then rename tmp over path; on any failure the old file is left untouched."""
@@ -50,6 +52,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         os.close(dir_fd)
 
+
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 over names, dtypes, shapes and bytes of every tensor, in name order."""
     h = hashlib.sha256()
@@ -59,18 +62,23 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
+
 def save_config(folder: Path, run: RunConfig) -> None:
     body = {"format_version": FORMAT_VERSION, **run.model_dump(mode="json")}
     atomic_write(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(body, indent=2) + "\n"))
+
 
 def save_weights(
     folder: Path, tensors: Mapping[str, torch.Tensor], card: Mapping[str, Any], dtype: torch.dtype | None = None
 ) -> None:
     """Write model.safetensors with the card and the digest in its header (optionally cast, e.g. fp16)."""
-    out = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-           for k, v in tensors.items()}
+    out = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in tensors.items()
+    }
     meta = {"card": json.dumps(dict(card)), "sha256": tensor_digest(out), "format_version": str(FORMAT_VERSION)}
     atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(out, str(p), metadata=meta))
+
 
 def read_config(folder: Path) -> RunConfig:
     path = folder / CONFIG_NAME
@@ -87,13 +95,13 @@ def read_config(folder: Path) -> RunConfig:
     except ValidationError as err:
         raise CheckpointError(f"{path} does not describe a valid model: {err}") from None
 
+
 def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors and the card, after checking the file parses and its digest matches."""
     path = folder / WEIGHTS_NAME
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
     try:
-
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
@@ -109,7 +117,10 @@ def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
         raise CheckpointError(f"{path} has a malformed card in its header") from None
     return tensors, card
 
-def load_checkpoint(folder: str | Path, family: Family | None = None) -> tuple[RunConfig, dict[str, torch.Tensor], dict[str, Any]]:
+
+def load_checkpoint(
+    folder: str | Path, family: Family | None = None
+) -> tuple[RunConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """(config, tensors, card) of a checkpoint folder; `family` demands a given model family."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -120,6 +131,7 @@ def load_checkpoint(folder: str | Path, family: Family | None = None) -> tuple[R
     tensors, card = read_weights(folder)
     return run, tensors, card
 
+
 def load_into(net: torch.nn.Module, tensors: Mapping[str, torch.Tensor], where: str | Path) -> None:
     """Strict load that turns shape/key mismatches into a CheckpointError naming the first problems."""
     own = net.state_dict()
@@ -127,14 +139,18 @@ def load_into(net: torch.nn.Module, tensors: Mapping[str, torch.Tensor], where: 
     unexpected = sorted(set(tensors) - set(own))
     wrong = [k for k in own if k in tensors and tuple(own[k].shape) != tuple(tensors[k].shape)]
     if missing or unexpected or wrong:
-        detail = "; ".join(f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
-                           for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                               ("wrong shape", wrong)) if keys)
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
         raise CheckpointError(f"{where} does not fit the network its config describes ({detail})")
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
 
+
 def save_state(folder: Path, state: Mapping[str, Any]) -> None:
     atomic_write(folder / STATE_NAME, lambda p: torch.save(dict(state), p))
+
 
 def load_state(folder: Path) -> dict[str, Any]:
     path = folder / STATE_NAME
@@ -144,6 +160,7 @@ def load_state(folder: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"{path} cannot be loaded safely ({type(err).__name__}: {err})") from None
+
 
 def model_config(folder: str | Path) -> ModelConfig:
     return read_config(Path(folder)).model

@@ -33,8 +33,7 @@ def normalise_mix(weights: Sequence[float] | torch.Tensor, groups: Sequence[str]
     """Validate a mix against the group names and return it as a float32 (K,) tensor that sums to 1."""
     values = [float(w) for w in (weights.tolist() if isinstance(weights, torch.Tensor) else weights)]
     if len(values) != len(groups):
-        raise MixError(f"mix has {len(values)} weights but the model has {len(groups)} groups "
-                       f"({', '.join(groups)})")
+        raise MixError(f"mix has {len(values)} weights but the model has {len(groups)} groups ({', '.join(groups)})")
     for name, w in zip(groups, values, strict=True):
         if math.isnan(w) or math.isinf(w):
             raise MixError(f"mix weight for {name!r} is {w}; weights must be finite numbers")

@@ -167,21 +167,29 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dcgan": {"latent_dim": 16, "g_channels": 8, "d_channels": 8},
         },
         "data": {"test_fraction": 0.2},
-        "train": {"batch_size": 8, "max_steps": 20, "warmup_steps": 0, "save_every": 10,
-                  "sample_every": 10, "log_every": 5, "test_batches": 1},
+        "train": {
+            "batch_size": 8,
+            "max_steps": 20,
+            "warmup_steps": 0,
+            "save_every": 10,
+            "sample_every": 10,
+            "log_every": 5,
+            "test_batches": 1,
+        },
     },
     # 64 px on 2 CPU cores: the 10.7M-parameter U-Net of the shipped checkpoints. One ResNet block
     # per level and attention only at 8x8 train 1.4x faster than two blocks + attention at 16x16.
     "cpu": {
-        "model": {"image_size": 64, "unet": {"block_out_channels": (32, 64, 128, 256),
-                                             "layers_per_block": 1, "attention_levels": (3,)}},
+        "model": {
+            "image_size": 64,
+            "unet": {"block_out_channels": (32, 64, 128, 256), "layers_per_block": 1, "attention_levels": (3,)},
+        },
         "data": {"balanced": True},
         "train": {"batch_size": 32, "lr": 2e-4, "save_every": 250},
     },
     # One GPU: a wider net, DDPM-paper sized at 64 px.
     "gpu": {
-        "model": {"image_size": 64, "unet": {"block_out_channels": (64, 128, 256, 256),
-                                             "attention_levels": (2, 3)}},
+        "model": {"image_size": 64, "unet": {"block_out_channels": (64, 128, 256, 256), "attention_levels": (2, 3)}},
         "train": {"batch_size": 128, "lr": 2e-4, "ema_decay": 0.9999},
     },
 }
@@ -201,8 +209,18 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def family_defaults(family: Family) -> dict[str, Any]:
     """Per-family training defaults from the papers (DCGAN: Adam 2e-4, beta1 0.5, batch 64)."""
     if family == "dcgan":
-        return {"train": {"batch_size": 64, "lr": 2e-4, "warmup_steps": 0, "lr_schedule": "constant",
-                          "grad_clip": 1e9, "cond_dropout": 0.0}}
+        # channels_last: 1.1x faster for the DCGAN's (transposed) convolutions here, unlike the U-Net.
+        return {
+            "train": {
+                "batch_size": 64,
+                "lr": 2e-4,
+                "warmup_steps": 0,
+                "lr_schedule": "constant",
+                "grad_clip": 1e9,
+                "cond_dropout": 0.0,
+                "channels_last": True,
+            }
+        }
     return {}
 
 

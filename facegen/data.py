@@ -71,8 +71,9 @@ def parse_utkface_name(name: str) -> int:
 
 def _celeba_attributes(root: Path, wanted: tuple[str, ...]) -> tuple[dict[str, int], tuple[str, ...]]:
     """Map file name -> group index, groups being every combination of the wanted attributes."""
-    attr_file = next((p for p in (root / "list_attr_celeba.txt", root.parent / "list_attr_celeba.txt")
-                      if p.is_file()), None)
+    attr_file = next(
+        (p for p in (root / "list_attr_celeba.txt", root.parent / "list_attr_celeba.txt") if p.is_file()), None
+    )
     if attr_file is None:
         raise DataError(f"--labels celeba needs list_attr_celeba.txt in {root} or its parent")
     lines = attr_file.read_text().splitlines()
@@ -81,8 +82,9 @@ def _celeba_attributes(root: Path, wanted: tuple[str, ...]) -> tuple[dict[str, i
     columns = lines[1].split()
     missing = [a for a in wanted if a not in columns]
     if missing or not wanted:
-        raise DataError(f"CelebA attributes {missing or '(none given)'} not in {attr_file}; "
-                        f"available: {', '.join(columns)}")
+        raise DataError(
+            f"CelebA attributes {missing or '(none given)'} not in {attr_file}; available: {', '.join(columns)}"
+        )
     cols = [columns.index(a) for a in wanted]
     combos = list(itertools.product((True, False), repeat=len(wanted)))
     groups = tuple(", ".join(a if on else f"not {a}" for a, on in zip(wanted, c, strict=True)) for c in combos)
@@ -179,15 +181,20 @@ def load_faces(cfg: DataConfig, image_size: int) -> FaceSet:
     _warn_skipped("unreadable images", unreadable)
     if not images:
         raise DataError(f"none of the {len(pairs)} labelled images under {root} could be read")
-    faces = FaceSet(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-                    torch.tensor(labels, dtype=torch.int64), groups, tuple(names))
+    faces = FaceSet(
+        torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+        torch.tensor(labels, dtype=torch.int64),
+        groups,
+        tuple(names),
+    )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"images": faces.images, "labels": faces.labels, "groups": list(groups),
-                    "names": list(names)}, tmp)
+        torch.save({"images": faces.images, "labels": faces.labels, "groups": list(groups), "names": list(names)}, tmp)
         os.replace(tmp, cache)
-    log.info("decoded %d faces at %d px, groups %s", len(faces), image_size, dict(zip(groups, faces.counts())))
+    log.info(
+        "decoded %d faces at %d px, groups %s", len(faces), image_size, dict(zip(groups, faces.counts(), strict=True))
+    )
     return faces
 
 
@@ -201,8 +208,13 @@ def split(faces: FaceSet, test_fraction: float) -> tuple[FaceSet, FaceSet]:
 
 
 def batch_indices(
-    labels: torch.Tensor, batch_size: int, step: int, seed: int, balanced: bool,
-    rank: int = 0, world: int = 1,
+    labels: torch.Tensor,
+    batch_size: int,
+    step: int,
+    seed: int,
+    balanced: bool,
+    rank: int = 0,
+    world: int = 1,
 ) -> torch.Tensor:
     """The indices rank `rank` trains on at `step`: a function of (seed, step) alone.
 
@@ -220,7 +232,7 @@ def batch_indices(
         per_epoch = max(1, n // batch_size)
         epoch, pos = divmod(step, per_epoch)
         perm = torch.randperm(n, generator=generator(seed, "epoch", epoch))
-        idx = perm[(pos * batch_size) % n:][:batch_size]
+        idx = perm[(pos * batch_size) % n :][:batch_size]
         if idx.numel() < batch_size:
             idx = torch.cat([idx, perm[: batch_size - idx.numel()]])
     return idx.chunk(world)[rank] if world > 1 else idx
@@ -241,8 +253,9 @@ def augment(x: torch.Tensor, gen: torch.Generator, hflip: bool, jitter: bool) ->
         angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(5)
         scale = 1 + (torch.rand(b, generator=gen) * 2 - 1) * 0.05
         cos, sin = angle.cos() / scale, angle.sin() / scale
-        theta = torch.stack([torch.stack([cos, -sin, torch.zeros(b)], 1),
-                             torch.stack([sin, cos, torch.zeros(b)], 1)], 1).to(x)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, torch.zeros(b)], 1), torch.stack([sin, cos, torch.zeros(b)], 1)], 1
+        ).to(x)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
     return x

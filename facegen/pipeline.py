@@ -49,8 +49,9 @@ class FaceGenerator:
     batch_invariant: bool = True
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: Precision | None = None,
-                        family: Family | None = None) -> FaceGenerator:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", precision: Precision | None = None, family: Family | None = None
+    ) -> FaceGenerator:
         """Load a checkpoint folder (config.json + model.safetensors), verified, onto `device`.
 
         precision: autocast for sampling; default bf16 on CPU (1.3-1.5x faster here) and fp16 on CUDA.
@@ -78,8 +79,14 @@ class FaceGenerator:
     def samplers(self) -> tuple[str, ...]:
         return SAMPLERS[self.family]
 
-    def request(self, seeds: Sequence[int] | int, mix: Sequence[float] | torch.Tensor, sampler: str | None = None,
-                steps: int | None = None, guidance: float | None = None) -> Request:
+    def request(
+        self,
+        seeds: Sequence[int] | int,
+        mix: Sequence[float] | torch.Tensor,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+    ) -> Request:
         """Validate and fill in defaults; raises RequestError or MixError with a specific message."""
         seeds = [seeds] if isinstance(seeds, int) else list(seeds)
         if not seeds:
@@ -101,15 +108,27 @@ class FaceGenerator:
             raise RequestError(f"guidance must be a number in [0, 20], got {guidance}")
         return Request(tuple(seeds), normalise_mix(mix, self.groups), sampler, steps, guidance)
 
-    def frames(self, seeds: Sequence[int] | int, mix: Sequence[float] | torch.Tensor, sampler: str | None = None,
-               steps: int | None = None, guidance: float | None = None) -> Iterator[Step]:
+    def frames(
+        self,
+        seeds: Sequence[int] | int,
+        mix: Sequence[float] | torch.Tensor,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+    ) -> Iterator[Step]:
         """Every step's state: Step(index, total, x_t, x0, nfe), tensors (B, 3, H, W) in [-1, 1] on the CPU."""
         req = self.request(seeds, mix, sampler, steps, guidance)
         for step in stream(self.config, self.net, req, self.device, self.precision, self._micro_batch):
             yield Step(step.index, step.total, step.x_t.float().cpu(), step.x0.float().cpu(), step.nfe)
 
-    def generate(self, seeds: Sequence[int] | int, mix: Sequence[float] | torch.Tensor, sampler: str | None = None,
-                 steps: int | None = None, guidance: float | None = None) -> list[Image.Image]:
+    def generate(
+        self,
+        seeds: Sequence[int] | int,
+        mix: Sequence[float] | torch.Tensor,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+    ) -> list[Image.Image]:
         """The final faces as RGB PIL images, one per seed."""
         req = self.request(seeds, mix, sampler, steps, guidance)
         return to_pil(final(stream(self.config, self.net, req, self.device, self.precision, self._micro_batch)).x_t)

@@ -58,9 +58,7 @@ def image_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
 
-def randn_per_image(
-    gens: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device
-) -> torch.Tensor:
+def randn_per_image(gens: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """(len(gens), *shape) standard normal noise, image k drawn from gens[k] alone."""
     noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
     return noise.to(device)

@@ -26,14 +26,32 @@ SAMPLERS: dict[str, tuple[str, ...]] = {
     "dcgan": ("single",),
 }
 SAMPLER_LABELS = {
-    "dpmpp": "DPM-Solver++", "ddim": "DDIM", "ancestral": "DDPM ancestral",
-    "euler_maruyama": "Euler–Maruyama", "predictor_corrector": "Predictor–corrector",
-    "ode": "Probability-flow ODE", "single": "Generator (one pass)",
+    "dpmpp": "DPM-Solver++",
+    "ddim": "DDIM",
+    "ancestral": "DDPM ancestral",
+    "euler_maruyama": "Euler–Maruyama",
+    "predictor_corrector": "Predictor–corrector",
+    "ode": "Probability-flow ODE",
+    "single": "Generator (one pass)",
 }
-DEFAULT_STEPS = {"dpmpp": 20, "ddim": 50, "ancestral": 100, "euler_maruyama": 200,
-                 "predictor_corrector": 100, "ode": 50, "single": 1}
-STEP_RANGE = {"dpmpp": (2, 200), "ddim": (1, 1000), "ancestral": (1, 1000), "euler_maruyama": (2, 2000),
-              "predictor_corrector": (2, 1000), "ode": (2, 1000), "single": (1, 1)}
+DEFAULT_STEPS = {
+    "dpmpp": 20,
+    "ddim": 50,
+    "ancestral": 100,
+    "euler_maruyama": 200,
+    "predictor_corrector": 100,
+    "ode": 50,
+    "single": 1,
+}
+STEP_RANGE = {
+    "dpmpp": (2, 200),
+    "ddim": (1, 1000),
+    "ancestral": (1, 1000),
+    "euler_maruyama": (2, 2000),
+    "predictor_corrector": (2, 1000),
+    "ode": (2, 1000),
+    "single": (1, 1),
+}
 
 
 def network_evaluations(sampler: str, steps: int, guidance: float) -> int:
@@ -66,13 +84,20 @@ def per_image(net: nn.Module, micro_batch: int | None) -> nn.Module | Callable[.
 
     def fn(*args: torch.Tensor) -> torch.Tensor:
         n = args[0].shape[0]
-        return torch.cat([net(*(a[i:i + micro_batch] for a in args)) for i in range(0, n, micro_batch)])
+        return torch.cat([net(*(a[i : i + micro_batch] for a in args)) for i in range(0, n, micro_batch)])
 
     return fn
 
 
-def _guided(net: nn.Module, t_map: Callable[[torch.Tensor], torch.Tensor], cond: torch.Tensor, scale: float,
-            device: torch.device, precision: Precision, micro_batch: int | None) -> NetFn:
+def _guided(
+    net: nn.Module,
+    t_map: Callable[[torch.Tensor], torch.Tensor],
+    cond: torch.Tensor,
+    scale: float,
+    device: torch.device,
+    precision: Precision,
+    micro_batch: int | None,
+) -> NetFn:
     """A (x, t) -> output function with the condition bound and classifier-free guidance applied."""
     null = null_condition(cond.shape[0], cond.shape[1] - 1, device)
     call = per_image(net, micro_batch)
@@ -91,20 +116,37 @@ def _guided(net: nn.Module, t_map: Callable[[torch.Tensor], torch.Tensor], cond:
     return fn
 
 
-def ddpm_eps_fn(net: nn.Module, cond: torch.Tensor, scale: float, device: torch.device, precision: Precision,
-                micro_batch: int | None = None) -> NetFn:
+def ddpm_eps_fn(
+    net: nn.Module,
+    cond: torch.Tensor,
+    scale: float,
+    device: torch.device,
+    precision: Precision,
+    micro_batch: int | None = None,
+) -> NetFn:
     """DDPM: the U-Net output is epsilon; t is the integer timestep."""
     return _guided(net, lambda t: t, cond, scale, device, precision, micro_batch)
 
 
-def sde_score_fn(net: nn.Module, sde: SDE, cond: torch.Tensor, scale: float, device: torch.device,
-                 precision: Precision, micro_batch: int | None = None) -> NetFn:
+def sde_score_fn(
+    net: nn.Module,
+    sde: SDE,
+    cond: torch.Tensor,
+    scale: float,
+    device: torch.device,
+    precision: Precision,
+    micro_batch: int | None = None,
+) -> NetFn:
     """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input)."""
     return _guided(net, sde.std, cond, scale, device, precision, micro_batch)
 
 
 def stream(
-    cfg: ModelConfig, net: nn.Module, req: Request, device: torch.device, precision: Precision = "fp32",
+    cfg: ModelConfig,
+    net: nn.Module,
+    req: Request,
+    device: torch.device,
+    precision: Precision = "fp32",
     micro_batch: int | None = None,
 ) -> Iterator[Step]:
     """Yield every step of sampling `len(req.seeds)` faces; the last Step's x_t is the result in [-1, 1].
@@ -145,16 +187,21 @@ def stream(
 def final(steps: Iterator[Step]) -> Step:
     """Run a stream to the end and return its last step."""
     last = None
-    for last in steps:
-        pass
+    for step in steps:
+        last = step
     if last is None:
         raise RuntimeError("the sampler yielded no step")
     return last
 
 
-def sample_grid_request(groups: Sequence[str], per_row: int, sampler: str, steps: int,
-                        guidance: float) -> list[Request]:
+def sample_grid_request(
+    groups: Sequence[str], per_row: int, sampler: str, steps: int, guidance: float
+) -> list[Request]:
     """One request per group, the same seeds in every row, for training-time sample grids."""
     k = len(groups)
-    return [Request(tuple(range(per_row)), torch.nn.functional.one_hot(torch.tensor(g), k).float(),
-                    sampler, steps, guidance) for g in range(k)]
+    return [
+        Request(
+            tuple(range(per_row)), torch.nn.functional.one_hot(torch.tensor(g), k).float(), sampler, steps, guidance
+        )
+        for g in range(k)
+    ]

@@ -27,7 +27,7 @@ from facegen.checkpoints import CheckpointError
 from facegen.conditioning import MixError
 from facegen.pipeline import MAX_SEED, FaceGenerator, RequestError
 from facegen.plots import grid, to_pil
-from facegen.sampling import SAMPLER_LABELS, STEP_RANGE, network_evaluations
+from facegen.sampling import SAMPLER_LABELS, STEP_RANGE, Request, network_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def preview_grid(x: torch.Tensor, px: int = PREVIEW_PX) -> Image.Image:
     """(B, 3, H, W) in [-1, 1] -> one row-wrapped grid, upscaled (nearest) so small faces are visible."""
     faces = [im.resize((px, px), Image.Resampling.NEAREST) for im in to_pil(x)]
     cols = min(4, len(faces))
-    rows = [faces[i:i + cols] for i in range(0, len(faces), cols)]
+    rows = [faces[i : i + cols] for i in range(0, len(faces), cols)]
     return grid(rows, pad=4)
 
 
@@ -171,29 +171,27 @@ class Studio:
         yield self._finish(gen, params, faces, trajectory, elapsed)
 
     def settings(self, gen: FaceGenerator, params: GenerateParams, seed: int) -> dict[str, object]:
-        req = gen.request([seed], params.weights, params.sampler, params.steps, params.guidance)
-        return {
-            "model": gen.name, "family": gen.family, "checkpoint_sha256": gen.checkpoint_hash,
-            "sampler": req.sampler, "steps": req.steps, "seed": seed,
-            "mix": {g: round(float(w), 6) for g, w in zip(gen.groups, req.mix.tolist(), strict=True)},
-            "guidance": req.guidance, "nfe": network_evaluations(req.sampler, req.steps, req.guidance),
-            "synthetic": "AI-generated image (facegen); not a photograph of a real person",
-        }
+        return face_settings(gen, gen.request([seed], params.weights, params.sampler, params.steps, params.guidance))
 
     @staticmethod
-    def command(settings: dict[str, object], checkpoint_dir: str = "checkpoints") -> str:
-        mix = ",".join(f"{w:g}" for w in settings["mix"].values())  # type: ignore[union-attr]
-        return (f"python -m facegen.generate --checkpoint {checkpoint_dir}/{settings['model']} "
-                f"--seed {settings['seed']} --mix {mix} --sampler {settings['sampler']} "
-                f"--steps {settings['steps']} --guidance {settings['guidance']:g} --out face.png")
+    def command(settings: dict[str, object]) -> str:
+        return reproduce_command(settings)
 
-    def _finish(self, gen: FaceGenerator, params: GenerateParams, faces: list[Image.Image],
-                trajectory: list[Image.Image], elapsed: float) -> Result:
+    def _finish(
+        self,
+        gen: FaceGenerator,
+        params: GenerateParams,
+        faces: list[Image.Image],
+        trajectory: list[Image.Image],
+        elapsed: float,
+    ) -> Result:
         folder = Path(tempfile.mkdtemp(prefix="result-", dir=self.out_dir))
         paths = []
         for seed, face in zip(params.seeds, faces, strict=True):
             settings = self.settings(gen, params, seed)
-            paths.append(save_png(face, folder / f"facegen-{gen.name}-seed{seed}.png", settings, self.command(settings)))
+            paths.append(
+                save_png(face, folder / f"facegen-{gen.name}-seed{seed}.png", settings, self.command(settings))
+            )
         if gen.family == "dcgan":
             trajectory = self.morph(gen, params.seed)
         animation = folder / ("morph.gif" if gen.family == "dcgan" else "trajectory.gif")
@@ -221,15 +219,45 @@ class Studio:
         """
         out = []
         for name, gen in self.models.items():
-            params = parse_params(self.limits, model=name, seed=seed, weights=tuple(weights[:len(gen.groups)]))
+            params = parse_params(self.limits, model=name, seed=seed, weights=tuple(weights[: len(gen.groups)]))
             self.check(params)
             t0 = time.perf_counter()
             face = gen.generate([seed], params.weights)[0]
             req = gen.request([seed], params.weights)
             nfe = network_evaluations(req.sampler, req.steps, req.guidance)
-            out.append((face, f"{name} · {SAMPLER_LABELS[req.sampler]}, {req.steps} steps · "
-                              f"{nfe} NFE · {time.perf_counter() - t0:.2f} s"))
+            out.append(
+                (
+                    face,
+                    f"{name} · {SAMPLER_LABELS[req.sampler]}, {req.steps} steps · "
+                    f"{nfe} NFE · {time.perf_counter() - t0:.2f} s",
+                )
+            )
         return out
+
+
+def face_settings(gen: FaceGenerator, req: Request) -> dict[str, object]:
+    """The settings that reproduce the face of `req.seeds[0]`, as written into its PNG."""
+    return {
+        "model": gen.name,
+        "family": gen.family,
+        "checkpoint_sha256": gen.checkpoint_hash,
+        "sampler": req.sampler,
+        "steps": req.steps,
+        "seed": req.seeds[0],
+        "mix": {g: round(float(w), 6) for g, w in zip(gen.groups, req.mix.tolist(), strict=True)},
+        "guidance": req.guidance,
+        "nfe": network_evaluations(req.sampler, req.steps, req.guidance),
+        "synthetic": "AI-generated image (facegen); not a photograph of a real person",
+    }
+
+
+def reproduce_command(settings: dict[str, object], checkpoint_dir: str = "checkpoints") -> str:
+    mix = ",".join(f"{w:g}" for w in settings["mix"].values())  # type: ignore[union-attr]
+    return (
+        f"python -m facegen.generate --checkpoint {checkpoint_dir}/{settings['model']} "
+        f"--seed {settings['seed']} --mix {mix} --sampler {settings['sampler']} "
+        f"--steps {settings['steps']} --guidance {settings['guidance']:g} --out face.png"
+    )
 
 
 def save_png(face: Image.Image, path: Path, settings: dict[str, object], command: str) -> Path:

@@ -105,7 +105,9 @@ class Trainer:
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- one optimisation step per family ---------------------------------------------------------
-    def batch(self, faces: FaceSet, idx: torch.Tensor, gen: torch.Generator, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, faces: FaceSet, idx: torch.Tensor, gen: torch.Generator, train: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_model_range(faces.images[idx]).to(self.device)
         if train:
             x = augment(x, gen, self.run.data.hflip, self.run.data.jitter)
@@ -114,7 +116,9 @@ class Trainer:
         mix = F.one_hot(faces.labels[idx], len(faces.groups)).float().to(self.device)
         return x, mix
 
-    def diffusion_loss(self, net: nn.Module, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def diffusion_loss(
+        self, net: nn.Module, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
         match self.run.model.family:
             case "ddpm":
                 return ddpm_loss(net, x0, cond, self.extra["alpha_bar"], gen)
@@ -125,8 +129,9 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         t, step = self.run.train, self.step
         gen = generator(t.seed, "step", step, self.dist.rank)
-        idx = batch_indices(self.train_set.labels, t.batch_size, step, t.seed, self.run.data.balanced,
-                            self.dist.rank, self.dist.world)
+        idx = batch_indices(
+            self.train_set.labels, t.batch_size, step, t.seed, self.run.data.balanced, self.dist.rank, self.dist.world
+        )
         x, mix = self.batch(self.train_set, idx, gen, train=True)
         lr = learning_rate(self.run, step, self.extra["total"])
         for opt in (self.opt, self.opt_d):
@@ -157,7 +162,9 @@ class Trainer:
             fake = self.net(z, mix)
             d_real = self.disc(real, mix).float()
             d_fake = self.disc(fake.detach(), mix).float()
-            d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+            d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(
+                d_fake, zeros
+            )
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
@@ -200,19 +207,29 @@ class Trainer:
 
     def card(self) -> dict[str, Any]:
         return {
-            "step": self.step, "images_seen": self.step * self.run.train.batch_size,
-            "wall_time_s": round(self.wall_s, 1), "device": str(self.device),
-            "hardware": torch.cuda.get_device_name() if self.device.type == "cuda" else
-            f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads",
-            "torch": torch.__version__, "data": Path(self.run.data.path).name,
-            "train_images": len(self.train_set), "group_counts": self.train_set.counts(),
+            "step": self.step,
+            "images_seen": self.step * self.run.train.batch_size,
+            "wall_time_s": round(self.wall_s, 1),
+            "device": str(self.device),
+            "hardware": torch.cuda.get_device_name()
+            if self.device.type == "cuda"
+            else f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads",
+            "torch": torch.__version__,
+            "data": Path(self.run.data.path).name,
+            "train_images": len(self.train_set),
+            "group_counts": self.train_set.counts(),
             "parameters": count_parameters(self.ema),
         }
 
     def save(self, out: Path) -> None:
         """state.pt (resume) then checkpoint/ (EMA weights for sampling), each atomically."""
-        state = {"step": self.step, "wall_s": self.wall_s, "net": self._bare(self.net).state_dict(),
-                 "ema": self.ema.state_dict(), "opt": self.opt.state_dict()}
+        state = {
+            "step": self.step,
+            "wall_s": self.wall_s,
+            "net": self._bare(self.net).state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+        }
         if self.disc is not None and self.opt_d is not None:
             state |= {"disc": self._bare(self.disc).state_dict(), "opt_d": self.opt_d.state_dict()}
         try:
@@ -237,8 +254,10 @@ class Trainer:
         m = self.run.model
         sampler, steps = {"ddpm": ("ddim", 25), "sde": ("ode", 25), "dcgan": ("single", 1)}[m.family]
         self.ema.eval()
-        rows = [plots.to_pil(final(stream(m, self.ema, req, self.device, self.run.train.precision)).x_t)
-                for req in sample_grid_request(m.groups, 8, sampler, steps, guidance=1.0)]
+        rows = [
+            plots.to_pil(final(stream(m, self.ema, req, self.device, self.run.train.precision)).x_t)
+            for req in sample_grid_request(m.groups, 8, sampler, steps, guidance=1.0)
+        ]
         tmp = path.with_name(f".{path.name}.tmp.png")
         plots.grid(rows, list(m.groups)).save(tmp)
         tmp.replace(path)
@@ -260,19 +279,25 @@ def build_trainer(run: RunConfig, dist_info: Dist) -> Trainer:
         run = run.model_copy(update={"model": run.model.model_copy(update={"groups": faces.groups})})
     train_set, test_set = split(faces, run.data.test_fraction)
     if len(train_set) < run.train.batch_size:
-        log.warning("only %d training faces for batch size %d: batches repeat faces", len(train_set), run.train.batch_size)
+        log.warning(
+            "only %d training faces for batch size %d: batches repeat faces", len(train_set), run.train.batch_size
+        )
     t = run.train
     memory = torch.channels_last if t.channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[]):  # the initial weights are a function of the seed alone
         torch.manual_seed(derive_seed(t.seed, "init"))
         net = build_sampling_net(run.model).to(device).to(memory_format=memory)
-        disc = build_discriminator(run.model).to(device).to(memory_format=memory) if run.model.family == "dcgan" else None
+        disc = (
+            build_discriminator(run.model).to(device).to(memory_format=memory) if run.model.family == "dcgan" else None
+        )
     ema = build_sampling_net(run.model).to(device).to(memory_format=memory)
     ema.load_state_dict(net.state_dict())
     ema.requires_grad_(False)
     opt_d = None
-    extra: dict[str, Any] = {"total": total_steps(run, len(train_set)),
-                             "scaler": torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")}
+    extra: dict[str, Any] = {
+        "total": total_steps(run, len(train_set)),
+        "scaler": torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
+    }
     if run.model.family == "dcgan":
         assert disc is not None
         opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr, betas=(0.5, 0.999))
@@ -307,11 +332,24 @@ def train(run: RunConfig, resume: Path | None = None, progress: bool = True) -> 
             stale.unlink(missing_ok=True)
         checkpoints.save_config(out / CHECKPOINT_DIR, run)
         _truncate_log(log_path, trainer.step)
-        log.info("%s: %d parameters, %d train / %d test faces, %d steps on %s (%s)", run.model.family,
-                 count_parameters(trainer.ema), len(trainer.train_set), len(trainer.test_set), total,
-                 trainer.device, run.train.precision)
-    bar = tqdm(total=total, initial=trainer.step, disable=not (progress and dist_info.main), desc=run.model.family,
-               unit="step", dynamic_ncols=True)
+        log.info(
+            "%s: %d parameters, %d train / %d test faces, %d steps on %s (%s)",
+            run.model.family,
+            count_parameters(trainer.ema),
+            len(trainer.train_set),
+            len(trainer.test_set),
+            total,
+            trainer.device,
+            run.train.precision,
+        )
+    bar = tqdm(
+        total=total,
+        initial=trainer.step,
+        disable=not (progress and dist_info.main),
+        desc=run.model.family,
+        unit="step",
+        dynamic_ncols=True,
+    )
     window: list[dict[str, float]] = []
     t0 = time.perf_counter()
     while trainer.step < total:

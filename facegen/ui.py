@@ -20,17 +20,21 @@ CSS = """
 
 def _card(studio: Studio, name: str | None) -> str:
     if not studio.models:
-        lines = ["**No model loaded.** Train one with e.g. `python train.py --model ddpm --data PATH`, then put",
-                 "its `runs/ddpm/checkpoint` folder under `checkpoints/` and restart."]
+        lines = [
+            "**No model loaded.** Train one with e.g. `python train.py --model ddpm --data PATH`, then put",
+            "its `runs/ddpm/checkpoint` folder under `checkpoints/` and restart.",
+        ]
         lines += [f"- `{k}` failed: {v}" for k, v in studio.failures.items()]
         return "\n".join(lines)
     gen = studio.models.get(name or "")
     if gen is None:
         return ""
     c = gen.card
-    text = (f"**{gen.name}** · {gen.family.upper()} · {gen.config.image_size}px · trained on `{c.get('data', '?')}` "
-            f"({c.get('train_images', '?')} faces) for {c.get('step', '?')} steps, {c.get('wall_time_s', 0) / 3600:.1f} h "
-            f"on {c.get('hardware', '?')} · {c.get('parameters', 0) / 1e6:.1f}M parameters · sha `{gen.checkpoint_hash}`")
+    text = (
+        f"**{gen.name}** · {gen.family.upper()} · {gen.config.image_size}px · trained on `{c.get('data', '?')}` "
+        f"({c.get('train_images', '?')} faces) for {c.get('step', '?')} steps, {c.get('wall_time_s', 0) / 3600:.1f} h "
+        f"on {c.get('hardware', '?')} · {c.get('parameters', 0) / 1e6:.1f}M parameters · sha `{gen.checkpoint_hash}`"
+    )
     if studio.failures:
         text += "\n\n" + "\n".join(f"⚠️ `{k}` not loaded: {v}" for k, v in studio.failures.items())
     return text
@@ -49,47 +53,83 @@ def build(studio: Studio) -> gr.Blocks:
     groups = list(first.groups) if first else ["White", "Black", "Asian", "Indian", "Others"]
 
     with gr.Blocks(title="facegen studio") as demo:
-        gr.Markdown("# facegen studio\nPick a model, a demographic mix and a seed, then watch a face emerge. "
-                    "All faces are synthetic.")
+        gr.Markdown(
+            "# facegen studio\nPick a model, a demographic mix and a seed, then watch a face emerge. "
+            "All faces are synthetic."
+        )
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=1):
                     model = gr.Dropdown(names, value=names[0] if names else None, label="Model")
                     card = gr.Markdown(_card(studio, names[0] if names else None))
                     # All loaded families' samplers: the server checks a value against the choices given here.
-                    all_samplers = [(SAMPLER_LABELS[s], s) for f in dict.fromkeys(g.family for g in studio.models.values())
-                                    for s in SAMPLERS[f]]
-                    sampler = gr.Dropdown(all_samplers, value=_default_sampler(first), label="Sampler",
-                                          visible=bool(first and first.family != "dcgan"))
+                    all_samplers = [
+                        (SAMPLER_LABELS[s], s)
+                        for f in dict.fromkeys(g.family for g in studio.models.values())
+                        for s in SAMPLERS[f]
+                    ]
+                    sampler = gr.Dropdown(
+                        all_samplers,
+                        value=_default_sampler(first),
+                        label="Sampler",
+                        visible=bool(first and first.family != "dcgan"),
+                    )
                     # One static range: Gradio checks bounds on the server with the values given here, so
                     # per-sampler ranges are checked by the studio and shown in the step label instead.
-                    steps = gr.Slider(1, studio.limits.max_steps, value=DEFAULT_STEPS.get(_default_sampler(first) or "", 20),
-                                      step=1, label=_steps_label(first, _default_sampler(first), studio),
-                                      visible=bool(first and first.family != "dcgan"))
+                    steps = gr.Slider(
+                        1,
+                        studio.limits.max_steps,
+                        value=DEFAULT_STEPS.get(_default_sampler(first) or "", 20),
+                        step=1,
+                        label=_steps_label(first, _default_sampler(first), studio),
+                        visible=bool(first and first.family != "dcgan"),
+                    )
                     nfe = gr.Markdown(elem_classes="mix-readout")
                     with gr.Row():
                         seed = gr.Number(0, label="Seed", minimum=0, maximum=MAX_SEED, step=1)
                         dice = gr.Button("🎲 Random seed", size="sm")
                     faces = gr.Slider(1, studio.limits.max_faces, value=1, step=1, label="Faces")
                     gr.Markdown("**Demographic mix** (weights are normalised to 100%)")
-                    sliders = [gr.Slider(0, 1, value=1.0 if i == 0 else 0.0, step=0.05,
-                                         label=groups[i] if i < len(groups) else f"group {i}",
-                                         visible=i < len(groups), elem_id=f"mix-{i}")
-                               for i in range(MAX_GROUP_SLIDERS)]
-                    readout = gr.Markdown(_mix_readout(groups, [1.0] + [0.0] * (len(groups) - 1)),
-                                          elem_classes="mix-readout", elem_id="mix-readout")
-                    guidance = gr.Slider(0, 10, value=1.0, step=0.5, label="Guidance scale (1 = conditional, 0 = unconditional)",
-                                         visible=bool(first and first.family != "dcgan"))
-                    preview = gr.Radio([("Predicted clean face x̂0", "x0"), ("Noisy state x_t", "x_t")], value="x0",
-                                       label="Preview", visible=bool(first and first.family != "dcgan"))
+                    sliders = [
+                        gr.Slider(
+                            0,
+                            1,
+                            value=1.0 if i == 0 else 0.0,
+                            step=0.05,
+                            label=groups[i] if i < len(groups) else f"group {i}",
+                            visible=i < len(groups),
+                            elem_id=f"mix-{i}",
+                        )
+                        for i in range(MAX_GROUP_SLIDERS)
+                    ]
+                    readout = gr.Markdown(
+                        _mix_readout(groups, [1.0] + [0.0] * (len(groups) - 1)),
+                        elem_classes="mix-readout",
+                        elem_id="mix-readout",
+                    )
+                    guidance = gr.Slider(
+                        0,
+                        10,
+                        value=1.0,
+                        step=0.5,
+                        label="Guidance scale (1 = conditional, 0 = unconditional)",
+                        visible=bool(first and first.family != "dcgan"),
+                    )
+                    preview = gr.Radio(
+                        [("Predicted clean face x̂0", "x0"), ("Noisy state x_t", "x_t")],
+                        value="x0",
+                        label="Preview",
+                        visible=bool(first and first.family != "dcgan"),
+                    )
                     with gr.Row():
                         go = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop = gr.Button("Stop", variant="stop", elem_id="stop")
                 with gr.Column(scale=2):
                     live = gr.Image(label="Live", type="pil", format="png", elem_id="preview", height=400)
                     status = gr.Markdown(elem_id="status")
-                    files = gr.File(label="Download PNGs (settings in PNG text chunks)", file_count="multiple",
-                                    elem_id="files")
+                    files = gr.File(
+                        label="Download PNGs (settings in PNG text chunks)", file_count="multiple", elem_id="files"
+                    )
                     animation = gr.Image(label="Trajectory / morph", type="filepath", elem_id="animation")
                     repro = gr.Code(label="Reproduce the first face", language="shell", elem_id="repro")
         with gr.Tab("Compare"):
@@ -103,16 +143,27 @@ def build(studio: Studio) -> gr.Blocks:
                 return [gr.update()] * (6 + MAX_GROUP_SLIDERS)
             diffusion = gen.family != "dcgan"
             s = _default_sampler(gen)
-            updates = [_card(studio, name), gr.update(choices=_sampler_choices(gen), value=s, visible=diffusion),
-                       gr.update(value=DEFAULT_STEPS[s], visible=diffusion, label=_steps_label(gen, s, studio)),
-                       gr.update(visible=diffusion), gr.update(visible=diffusion),
-                       _mix_readout(list(gen.groups), [1.0] + [0.0] * (len(gen.groups) - 1))]
-            updates += [gr.update(label=gen.groups[i] if i < len(gen.groups) else "", visible=i < len(gen.groups),
-                                  value=1.0 if i == 0 else 0.0) for i in range(MAX_GROUP_SLIDERS)]
+            updates = [
+                _card(studio, name),
+                gr.update(choices=_sampler_choices(gen), value=s, visible=diffusion),
+                gr.update(value=DEFAULT_STEPS[s], visible=diffusion, label=_steps_label(gen, s, studio)),
+                gr.update(visible=diffusion),
+                gr.update(visible=diffusion),
+                _mix_readout(list(gen.groups), [1.0] + [0.0] * (len(gen.groups) - 1)),
+            ]
+            updates += [
+                gr.update(
+                    label=gen.groups[i] if i < len(gen.groups) else "",
+                    visible=i < len(gen.groups),
+                    value=1.0 if i == 0 else 0.0,
+                )
+                for i in range(MAX_GROUP_SLIDERS)
+            ]
             return updates
 
-        model.change(on_model, model, [card, sampler, steps, guidance, preview, readout, *sliders],
-                     api_visibility="private")
+        model.change(
+            on_model, model, [card, sampler, steps, guidance, preview, readout, *sliders], api_visibility="private"
+        )
 
         def on_sampler(name: str, s: str) -> Any:
             gen = studio.models.get(name)
@@ -142,34 +193,52 @@ def build(studio: Studio) -> gr.Blocks:
             s_.change(on_mix, [model, *sliders], readout, api_visibility="private", show_progress="hidden")
         dice.click(lambda: random.randint(0, MAX_SEED), None, seed, api_visibility="private")
 
-        def generate(name: str, s: str, n_steps: float, seed_v: float, n_faces: float, g: float, pv: str,
-                     *weights: float):
+        def generate(
+            name: str, s: str, n_steps: float, seed_v: float, n_faces: float, g: float, pv: str, *weights: float
+        ):
             gen = studio.models.get(name)
             k = len(gen.groups) if gen else len(weights)
             try:
                 params = parse_params(
-                    studio.limits, model=name or "", sampler=s if gen and gen.family != "dcgan" else None,
+                    studio.limits,
+                    model=name or "",
+                    sampler=s if gen and gen.family != "dcgan" else None,
                     steps=None if gen is None or gen.family == "dcgan" else _as_int(n_steps, "steps"),
-                    seed=_as_int(seed_v, "seed"), faces=_as_int(n_faces, "faces"),
+                    seed=_as_int(seed_v, "seed"),
+                    faces=_as_int(n_faces, "faces"),
                     weights=tuple(float(w) if w is not None else 0.0 for w in weights[:k]),
-                    guidance=float(g) if g is not None else 1.0, preview=pv or "x0")
+                    guidance=float(g) if g is not None else 1.0,
+                    preview=pv or "x0",
+                )
                 stream = studio.stream(params)
                 for item in stream:
                     if isinstance(item, Frame):
-                        yield {live: item.image, status: f"Step **{item.index}/{item.total}** · "
-                               f"{item.elapsed:.1f} s · {item.nfe} network evaluations"}
+                        yield {
+                            live: item.image,
+                            status: f"Step **{item.index}/{item.total}** · "
+                            f"{item.elapsed:.1f} s · {item.nfe} network evaluations",
+                        }
                     elif isinstance(item, Result):
-                        yield {live: item.faces[0] if len(item.faces) == 1 else _result_grid(item),
-                               status: f"Done: {len(item.faces)} face(s) in **{item.elapsed:.2f} s**. "
-                                       f"Settings: `{_settings_line(item.settings)}`",
-                               files: [str(p) for p in item.png_paths], animation: str(item.animation),
-                               repro: item.command}
+                        yield {
+                            live: _result_grid(item),
+                            status: f"Done: {len(item.faces)} face(s) in **{item.elapsed:.2f} s**. "
+                            f"Settings: `{_settings_line(item.settings)}`",
+                            files: [str(p) for p in item.png_paths],
+                            animation: str(item.animation),
+                            repro: item.command,
+                        }
             except StudioError as err:
                 raise gr.Error(str(err), print_exception=False) from None
 
         inputs = [model, sampler, steps, seed, faces, guidance, preview, *sliders]
-        event = go.click(generate, inputs, [live, status, files, animation, repro], api_name="generate",
-                         concurrency_limit=studio.limits.concurrency, concurrency_id="sampling")
+        event = go.click(
+            generate,
+            inputs,
+            [live, status, files, animation, repro],
+            api_name="generate",
+            concurrency_limit=studio.limits.concurrency,
+            concurrency_id="sampling",
+        )
         stop.click(None, None, None, cancels=[event], api_visibility="private")
 
         def compare(seed_v: float, *weights: float):
@@ -178,8 +247,14 @@ def build(studio: Studio) -> gr.Blocks:
             except StudioError as err:
                 raise gr.Error(str(err), print_exception=False) from None
 
-        compare_btn.click(compare, [seed, *sliders], compare_out, api_name="compare",
-                          concurrency_limit=studio.limits.concurrency, concurrency_id="sampling")
+        compare_btn.click(
+            compare,
+            [seed, *sliders],
+            compare_out,
+            api_name="compare",
+            concurrency_limit=studio.limits.concurrency,
+            concurrency_id="sampling",
+        )
     return demo
 
 
@@ -203,14 +278,16 @@ def _result_grid(result: Result):
     from facegen.plots import grid
 
     cols = min(4, len(result.faces))
-    big = [f.resize((160, 160)) for f in result.faces]
-    return grid([big[i:i + cols] for i in range(0, len(big), cols)], pad=4)
+    big = [f.resize((192, 192), 0) for f in result.faces]  # nearest: show the pixels as they are
+    return grid([big[i : i + cols] for i in range(0, len(big), cols)], pad=4)
 
 
 def _settings_line(settings: dict[str, Any]) -> str:
     mix = ", ".join(f"{k} {v:.0%}" for k, v in settings["mix"].items() if v > 0)
-    return f"{settings['model']} · {settings['sampler']} · {settings['steps']} steps · seed {settings['seed']} · " \
-           f"guidance {settings['guidance']:g} · {mix}"
+    return (
+        f"{settings['model']} · {settings['sampler']} · {settings['steps']} steps · seed {settings['seed']} · "
+        f"guidance {settings['guidance']:g} · {mix}"
+    )
 
 
 def _sampler_choices(gen) -> list[tuple[str, str]]:
@@ -224,7 +301,16 @@ def _default_sampler(gen) -> str | None:
 def launch(studio: Studio, host: str, port: int, block: bool = True) -> gr.Blocks:
     demo = build(studio)
     demo.queue(default_concurrency_limit=studio.limits.concurrency, max_size=studio.limits.max_queue)
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, ssr_mode=False,
-                show_error=True, quiet=True, css=CSS, theme=gr.themes.Soft(), allowed_paths=[str(studio.out_dir)],
-                footer_links=["api"])
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        ssr_mode=False,
+        show_error=True,
+        quiet=True,
+        css=CSS,
+        theme=gr.themes.Soft(),
+        allowed_paths=[str(studio.out_dir)],
+        footer_links=["api"],
+    )
     return demo

@@ -50,8 +50,14 @@ def session_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_run(family: str, data: Path, out: Path, **train: object):
-    return resolve("tiny", family, {"data": {"path": str(data), "cache_dir": None},
-                                    "train": {"out": str(out), "precision": "fp32", "device": "cpu", **train}})
+    return resolve(
+        "tiny",
+        family,
+        {
+            "data": {"path": str(data), "cache_dir": None},
+            "train": {"out": str(out), "precision": "fp32", "device": "cpu", **train},
+        },
+    )
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +68,7 @@ def tiny_checkpoints(session_faces: Path, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("ckpts")
     out = {}
     for family in ("ddpm", "sde", "dcgan"):
-        out[family] = train(tiny_run(family, session_faces, root / family, max_steps=4, sample_every=1000),
-                            progress=False)
+        out[family] = train(
+            tiny_run(family, session_faces, root / family, max_steps=4, sample_every=1000), progress=False
+        )
     return out

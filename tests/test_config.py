@@ -52,8 +52,21 @@ def _train(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_dry_run_prints_resolved_config() -> None:
-    res = _train("--model", "sde", "--data", "somewhere", "--preset", "tiny", "--sde", "ve", "--seed", "7",
-                 "--max-steps", "3", "--dry-run")
+    res = _train(
+        "--model",
+        "sde",
+        "--data",
+        "somewhere",
+        "--preset",
+        "tiny",
+        "--sde",
+        "ve",
+        "--seed",
+        "7",
+        "--max-steps",
+        "3",
+        "--dry-run",
+    )
     assert res.returncode == 0, res.stderr
     cfg = json.loads(res.stdout)
     assert cfg["model"]["sde"]["kind"] == "ve"

@@ -76,8 +76,9 @@ def test_celeba_labels(tmp_path: Path) -> None:
         Image.fromarray(draw_face(rng, 20, i)).save(img_dir / f"{i:06d}.jpg")
         lines.append(f"{i:06d}.jpg {flags}")
     (tmp_path / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
-    faces = load_faces(DataConfig(path=str(img_dir), labels="celeba", celeba_attributes=("Male", "Young"),
-                                  cache_dir=None), 16)
+    faces = load_faces(
+        DataConfig(path=str(img_dir), labels="celeba", celeba_attributes=("Male", "Young"), cache_dir=None), 16
+    )
     assert faces.groups == ("Male, Young", "Male, not Young", "not Male, Young", "not Male, not Young")
     assert faces.labels.tolist() == [0, 2, 3]
     with pytest.raises(DataError, match="Bald"):

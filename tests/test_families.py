@@ -65,8 +65,9 @@ def test_gan_losses_finite_and_discriminator_learns() -> None:
     assert fake.shape == x0.shape and fake.abs().max() <= 1
 
     def d_loss() -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(D(x0, mix), torch.ones(8)) + \
-            F.binary_cross_entropy_with_logits(D(fake, mix), torch.zeros(8))
+        return F.binary_cross_entropy_with_logits(D(x0, mix), torch.ones(8)) + F.binary_cross_entropy_with_logits(
+            D(fake, mix), torch.zeros(8)
+        )
 
     first = d_loss()
     for _ in range(20):
@@ -104,6 +105,7 @@ def test_seed_gives_the_same_face_in_any_batch_streamed_or_not(tiny_checkpoints:
     in_batch = gen.generate([1, 7, 9], **kwargs)[1]
     streamed = list(gen.frames([9, 7], **kwargs))[-1].x_t[1:2]
     from facegen.plots import to_pil
+
     assert alone.tobytes() == in_batch.tobytes() == to_pil(streamed)[0].tobytes()
     assert gen.generate([8], **kwargs)[0].tobytes() != alone.tobytes()
 

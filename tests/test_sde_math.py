@@ -44,7 +44,11 @@ def test_forward_simulation_matches_marginal(kind: str) -> None:
     dt = t_end / steps
     for i in range(steps):
         t = torch.full((n,), i * dt, dtype=torch.float64)
-        x = x + sde.drift(x, t) * dt + sde.diffusion(t).reshape(-1, 1, 1, 1) * dt**0.5 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        x = (
+            x
+            + sde.drift(x, t) * dt
+            + sde.diffusion(t).reshape(-1, 1, 1, 1) * dt**0.5 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        )
     tt = torch.tensor([t_end], dtype=torch.float64)
     expected_std = (sde.std(tt) ** 2 - (sde.sigma_min**2 if kind == "ve" else 0)).sqrt()
     assert x.mean().item() == pytest.approx((sde.mean_coef(tt) * 1.5).item(), abs=0.03 * max(1, expected_std.item()))
@@ -53,9 +57,11 @@ def test_forward_simulation_matches_marginal(kind: str) -> None:
 
 def gaussian_score(sde, mu: float, s: float):
     """Exact score of p_t when the data are N(mu, s^2 I): -(x - m mu) / (m^2 s^2 + std^2)."""
+
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         m, sd = sde.mean_coef(t).reshape(-1, 1, 1, 1), sde.std(t).reshape(-1, 1, 1, 1)
         return -(x - m * mu) / (m**2 * s**2 + sd**2)
+
     return score
 
 
@@ -66,9 +72,11 @@ def test_sampler_with_exact_score_reproduces_the_gaussian(kind: str, sampler: st
     gens = image_generators(range(b))
     x_T = randn_per_image(gens, (4, 4, 4), torch.device("cpu")) * sde.prior_std()
     score = gaussian_score(sde, mu, s)
-    run = {"euler_maruyama": lambda: samplers.euler_maruyama(score, sde, x_T, gens, steps),
-           "predictor_corrector": lambda: samplers.predictor_corrector(score, sde, x_T, gens, steps),
-           "ode": lambda: samplers.probability_flow(score, sde, x_T, steps)}[sampler]
+    run = {
+        "euler_maruyama": lambda: samplers.euler_maruyama(score, sde, x_T, gens, steps),
+        "predictor_corrector": lambda: samplers.predictor_corrector(score, sde, x_T, gens, steps),
+        "ode": lambda: samplers.probability_flow(score, sde, x_T, steps),
+    }[sampler]
     frames = list(run())
     assert len(frames) == steps and frames[-1].index == steps
     x = frames[-1].x_t
@@ -107,8 +115,13 @@ def test_dsm_loss_is_minimised_by_the_exact_score() -> None:
 
 def test_fourier_unet_divides_its_output_by_the_time_input() -> None:
     """Fed sigma, the Fourier U-Net returns raw / sigma: a score-scaled output (see nets/unet.py)."""
-    net = ConditionalUNet(UNetConfig(block_out_channels=(8, 16), layers_per_block=1, attention_levels=()),
-                          16, 3, "fourier", fourier_scale=16.0).eval()
+    net = ConditionalUNet(
+        UNetConfig(block_out_channels=(8, 16), layers_per_block=1, attention_levels=()),
+        16,
+        3,
+        "fourier",
+        fourier_scale=16.0,
+    ).eval()
     raw = {}
     net.unet.conv_out.register_forward_hook(lambda m, i, o: raw.setdefault("out", o))
     x, sigma = torch.randn(2, 3, 16, 16), torch.tensor([0.5, 4.0])

@@ -131,3 +131,15 @@ def test_load_models_reports_broken_checkpoints(tiny_checkpoints: dict[str, Path
     models, failures = load_models(tmp_path)
     assert list(models) == ["good"] and "bad" in failures and "safetensors" in failures["bad"]
     assert load_models(tmp_path / "missing")[1]
+
+
+def test_the_printed_command_reproduces_the_face(studio: Studio, tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    from facegen.generate import main
+
+    _, result = run(studio, model="sde", sampler="euler_maruyama", steps=6, seed=21, weights=(0, 1, 0, 0, 1))
+    args = result.command.split()[3:]  # after "python -m facegen.generate"
+    ckpt = tiny_checkpoints["sde"]
+    args[args.index("--checkpoint") + 1] = str(ckpt)
+    args[args.index("--out") + 1] = str(tmp_path / "again.png")
+    assert main(args) == 0
+    assert Image.open(tmp_path / "again.png").convert("RGB").tobytes() == result.faces[0].tobytes()

@@ -21,15 +21,31 @@ from tests.conftest import REPO, SHARED_DATA, tiny_run
 
 def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 @pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan"])
 def test_cli_smoke_run_writes_a_loadable_checkpoint(session_faces: Path, tmp_path: Path, family: str) -> None:
     out = tmp_path / "run"
-    res = run_cli("--model", family, "--data", str(session_faces), "--preset", "tiny", "--max-steps", "6",
-                  "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--precision", "fp32", "--no-progress")
+    res = run_cli(
+        "--model",
+        family,
+        "--data",
+        str(session_faces),
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "6",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--precision",
+        "fp32",
+        "--no-progress",
+    )
     assert res.returncode == 0, res.stderr
     assert "saved step 6" in res.stderr
     gen = FaceGenerator.from_checkpoint(out / "checkpoint", device="cpu")
@@ -41,7 +57,9 @@ def test_cli_smoke_run_writes_a_loadable_checkpoint(session_faces: Path, tmp_pat
 
 
 def test_cli_reports_a_missing_data_folder(tmp_path: Path) -> None:
-    res = run_cli("--model", "ddpm", "--data", str(tmp_path / "nowhere"), "--preset", "tiny", "--out", str(tmp_path / "o"))
+    res = run_cli(
+        "--model", "ddpm", "--data", str(tmp_path / "nowhere"), "--preset", "tiny", "--out", str(tmp_path / "o")
+    )
     assert res.returncode == 2 and "does not exist" in res.stderr
     assert not (tmp_path / "o" / "checkpoint" / "model.safetensors").exists()
 
@@ -53,11 +71,17 @@ def test_cli_resume_needs_a_state(tmp_path: Path, session_faces: Path) -> None:
 
 @pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan"])
 def test_resume_matches_an_uninterrupted_run(session_faces: Path, tmp_path: Path, family: str) -> None:
-    full = train(tiny_run(family, session_faces, tmp_path / "full", max_steps=8, save_every=4, sample_every=100),
-                 progress=False)
-    train(tiny_run(family, session_faces, tmp_path / "part", max_steps=4, save_every=4, sample_every=100), progress=False)
-    resumed = train(tiny_run(family, session_faces, tmp_path / "part", max_steps=8, save_every=4, sample_every=100),
-                    resume=tmp_path / "part", progress=False)
+    full = train(
+        tiny_run(family, session_faces, tmp_path / "full", max_steps=8, save_every=4, sample_every=100), progress=False
+    )
+    train(
+        tiny_run(family, session_faces, tmp_path / "part", max_steps=4, save_every=4, sample_every=100), progress=False
+    )
+    resumed = train(
+        tiny_run(family, session_faces, tmp_path / "part", max_steps=8, save_every=4, sample_every=100),
+        resume=tmp_path / "part",
+        progress=False,
+    )
     _, a, _ = load_checkpoint(full)
     _, b, card = load_checkpoint(resumed)
     assert card["step"] == 8
@@ -71,15 +95,32 @@ def test_resume_matches_an_uninterrupted_run(session_faces: Path, tmp_path: Path
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(session_faces: Path, tmp_path: Path) -> None:
     """SIGKILL a real train.py mid-run (checkpoints every step), resume, compare with an uninterrupted run."""
-    common = ["--model", "ddpm", "--data", str(session_faces), "--preset", "tiny", "--max-steps", "30",
-              "--precision", "fp32", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    common = [
+        "--model",
+        "ddpm",
+        "--data",
+        str(session_faces),
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "30",
+        "--precision",
+        "fp32",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
     assert run_cli(*common, "--out", str(tmp_path / "full"), "--save-every", "1").returncode == 0
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for kill_after in (4.0, 5.5, 7.0):
-        proc = subprocess.Popen([sys.executable, "train.py", *common, "--out", str(out), "--save-every", "1",
-                                 "--resume", "latest"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "train.py", *common, "--out", str(out), "--save-every", "1", "--resume", "latest"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(kill_after)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -93,11 +134,35 @@ def test_killed_run_resumes_to_the_same_weights(session_faces: Path, tmp_path: P
 @pytest.mark.slow
 def test_ddp_two_gloo_processes(session_faces: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
-           "--model", "ddpm", "--data", str(session_faces), "--preset", "tiny", "--max-steps", "4", "--device", "cpu",
-           "--precision", "fp32", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "train.py",
+        "--model",
+        "ddpm",
+        "--data",
+        str(session_faces),
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "4",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
+    res = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert FaceGenerator.from_checkpoint(out / "checkpoint").card["step"] == 4
 
@@ -106,9 +171,26 @@ def test_ddp_two_gloo_processes(session_faces: Path, tmp_path: Path) -> None:
 @pytest.mark.data
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data/utkface64 is not on this machine")
 def test_real_data_training_steps(tmp_path: Path) -> None:
-    res = run_cli("--model", "dcgan", "--data", str(SHARED_DATA), "--max-steps", "2", "--batch-size", "8",
-                  "--out", str(tmp_path / "real"), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
-                  "--save-every", "2", "--sample-every", "2", timeout=600)
+    res = run_cli(
+        "--model",
+        "dcgan",
+        "--data",
+        str(SHARED_DATA),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--out",
+        str(tmp_path / "real"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+        "--save-every",
+        "2",
+        "--sample-every",
+        "2",
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert FaceGenerator.from_checkpoint(tmp_path / "real" / "checkpoint").card["train_images"] > 20000
 

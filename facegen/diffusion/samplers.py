@@ -77,8 +77,13 @@ def euler_maruyama(
 
 
 def _langevin(
-    score_fn: NetFn, sde: SDE, x: torch.Tensor, t: torch.Tensor, dt: torch.Tensor,
-    gens: Sequence[torch.Generator], snr: float,
+    score_fn: NetFn,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    dt: torch.Tensor,
+    gens: Sequence[torch.Generator],
+    snr: float,
 ) -> torch.Tensor:
     """One Langevin corrector step with the step size set by the signal-to-noise ratio (Song, alg. 4/5)."""
     score = score_fn(x, t).float()
@@ -92,7 +97,11 @@ def _langevin(
 
 
 def predictor_corrector(
-    score_fn: NetFn, sde: SDE, x_T: torch.Tensor, gens: Sequence[torch.Generator], steps: int,
+    score_fn: NetFn,
+    sde: SDE,
+    x_T: torch.Tensor,
+    gens: Sequence[torch.Generator],
+    steps: int,
     snr: float = 0.16,
 ) -> Iterator[Step]:
     """PC sampling: a Langevin corrector, then an Euler–Maruyama predictor, at every time (2 NFE/step)."""

@@ -95,9 +95,7 @@ def x0_from_score(sde: SDE, x_t: torch.Tensor, t: torch.Tensor, score: torch.Ten
     return (x_t + _col(sde.std(t)).to(x_t) ** 2 * score) / _col(sde.mean_coef(t)).to(x_t)
 
 
-def dsm_loss(
-    net: nn.Module, sde: SDE, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator
-) -> torch.Tensor:
+def dsm_loss(net: nn.Module, sde: SDE, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Denoising score matching with lambda(t) = std(t)^2 (eq. 7): E ||std * s(x_t, t) + z||^2."""
     b = x0.shape[0]
     t = torch.rand(b, generator=gen) * (1 - sde.t_min) + sde.t_min

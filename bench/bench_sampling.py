@@ -1,0 +1,129 @@
+"""Sampling speed per family and sampler at 64 px, against diffusers' own scheduler loop in fp32.
+
+Prints time to first frame, time for 1 and 4 faces, and the overhead of streaming every frame
+(FaceGenerator.frames + preview rendering, as the app does) over plain generation.
+
+    python bench/bench_sampling.py [--threads 2] [--checkpoints checkpoints]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from facegen.checkpoints import save_config, save_weights  # noqa: E402
+from facegen.conditioning import condition_vector  # noqa: E402
+from facegen.config import resolve  # noqa: E402
+from facegen.diffusion.ddpm import sampling_scheduler  # noqa: E402
+from facegen.nets import build_sampling_net  # noqa: E402
+from facegen.pipeline import FaceGenerator  # noqa: E402
+from facegen.studio import preview_grid  # noqa: E402
+
+SETTINGS = {
+    "ddpm": [("dpmpp", 20), ("ddim", 50), ("ancestral", 100)],
+    "sde": [("ode", 20), ("euler_maruyama", 100), ("predictor_corrector", 50)],
+    "dcgan": [("single", 1)],
+}
+MIX = [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def checkpoint(family: str, folder: Path, shipped: Path | None) -> Path:
+    """The shipped checkpoint when present, else the same architecture with random weights."""
+    if shipped is not None and (shipped / family / "config.json").is_file():
+        return shipped / family
+    run = resolve("cpu", family, {"data": {"path": "bench"}})
+    save_config(folder / family, run)
+    save_weights(folder / family, build_sampling_net(run.model).state_dict(), {"step": 0})
+    return folder / family
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def first_frame(gen: FaceGenerator, sampler: str, steps: int) -> float:
+    t0 = time.perf_counter()
+    next(iter(gen.frames([0], MIX, sampler, steps)))
+    return time.perf_counter() - t0
+
+
+def streamed(gen: FaceGenerator, sampler: str, steps: int, faces: int, interval: float = 0.1) -> None:
+    """What the app does per request before the results: every step from frames(), a preview every 100 ms."""
+    last = 0.0
+    for step in gen.frames(list(range(faces)), MIX, sampler, steps):
+        now = time.perf_counter()
+        if now - last >= interval or step.index == step.total:
+            preview_grid(step.x0)
+            last = now
+
+
+def diffusers_reference(gen: FaceGenerator, steps: int, faces: int) -> float:
+    """diffusers' DPM-Solver++ loop driving the same UNet2DModel in fp32, batched, as its pipelines do."""
+    unet, embed = gen.net.unet, gen.net.mix_embedding
+    scheduler = sampling_scheduler(gen.config.ddpm, "dpmpp")
+    cond = condition_vector(torch.tensor([MIX] * faces))
+
+    def run() -> None:
+        with torch.inference_mode():
+            scheduler.set_timesteps(steps)
+            x = torch.randn(faces, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+            labels = embed(cond)
+            for t in scheduler.timesteps:
+                eps = unet(x, t, class_labels=labels).sample
+                x = scheduler.step(eps, t, x).prev_sample
+
+    run()
+    return timed(run, 2)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    p.add_argument("--families", nargs="+", default=["ddpm", "sde", "dcgan"])
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    tmp = Path(tempfile.mkdtemp())
+    print(f"torch {torch.__version__}, {a.threads} CPU threads, 64 px, bf16 autocast, one face per network call")
+    print(
+        f"{'family':6} {'sampler':20} {'steps':>5} {'first frame':>11} {'1 face':>8} {'4 faces':>8} {'streamed 4':>10} {'overhead':>8}"
+    )
+    for family in a.families:
+        gen = FaceGenerator.from_checkpoint(checkpoint(family, tmp, a.checkpoints), device="cpu")
+        gen.name = family
+        for sampler, steps in SETTINGS[family]:
+            ff = min(first_frame(gen, sampler, steps) for _ in range(2))
+            one = timed(lambda s=sampler, n=steps, g=gen: g.generate([0], MIX, s, n), 2)
+            four = timed(lambda s=sampler, n=steps, g=gen: g.generate([0, 1, 2, 3], MIX, s, n), 2)
+            stream4 = timed(lambda s=sampler, n=steps, g=gen: streamed(g, s, n, 4), 2)
+            print(
+                f"{family:6} {sampler:20} {steps:>5} {ff:>10.3f}s {one:>7.2f}s {four:>7.2f}s {stream4:>9.2f}s "
+                f"{100 * (stream4 / four - 1):>7.1f}%",
+                flush=True,
+            )
+        if family == "ddpm":
+            for faces in (1, 4):
+                ref = diffusers_reference(gen, 20, faces)
+                ours = timed(lambda f=faces, g=gen: g.generate(list(range(f)), MIX, "dpmpp", 20), 2)
+                print(
+                    f"{'':6} diffusers fp32 dpmpp 20 steps, {faces} face(s): {ref:.2f}s  (facegen {ours:.2f}s, "
+                    f"{ref / ours:.2f}x)",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
