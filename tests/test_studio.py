@@ -133,7 +133,9 @@ def test_load_models_reports_broken_checkpoints(tiny_checkpoints: dict[str, Path
     assert load_models(tmp_path / "missing")[1]
 
 
-def test_the_printed_command_reproduces_the_face(studio: Studio, tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+def test_the_printed_command_reproduces_the_face(
+    studio: Studio, tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
     from facegen.generate import main
 
     _, result = run(studio, model="sde", sampler="euler_maruyama", steps=6, seed=21, weights=(0, 1, 0, 0, 1))
