@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from facegen.runtime import set_cpu_threads
-    from facegen.studio import Limits, Studio, load_models
+    from facegen.studio import Limits, Studio, load_group_classifier, load_models
     from facegen.ui import launch
 
     set_cpu_threads()
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency or (2 if gpu else 1),
     )
     try:
-        studio = Studio(models, failures, limits)
+        studio = Studio(models, failures, limits, load_group_classifier(args.checkpoints))
     except OSError as err:
         print(
             f"error: cannot create a folder for results ({err}); is the file system read-only? "

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from facegen.checkpoints import CheckpointError
+from facegen.classifier import GroupClassifier, is_classifier, load_classifier, predict
 from facegen.conditioning import MixError
 from facegen.pipeline import MAX_SEED, FaceGenerator, RequestError
 from facegen.plots import grid, to_pil
@@ -114,6 +116,7 @@ class Result:
     settings: dict[str, object]
     command: str
     elapsed: float
+    seen_groups: dict[str, float] | None = None  # the group classifier's distribution over these faces
 
 
 def preview_grid(x: torch.Tensor, px: int = PREVIEW_PX) -> Image.Image:
@@ -131,6 +134,7 @@ class Studio:
     models: dict[str, FaceGenerator]
     failures: dict[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
+    classifier: GroupClassifier | None = None
     out_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="facegen-")))
     min_interval: float = 0.1
 
@@ -197,7 +201,22 @@ class Studio:
         animation = folder / ("morph.gif" if gen.family == "dcgan" else "trajectory.gif")
         trajectory[0].save(animation, save_all=True, append_images=trajectory[1:], duration=80, loop=0)
         first = self.settings(gen, params, params.seed)
-        return Result(faces, paths, animation, first, self.command(first), elapsed)
+        return Result(faces, paths, animation, first, self.command(first), elapsed, self.seen_groups(gen, faces))
+
+    def seen_groups(self, gen: FaceGenerator, faces: list[Image.Image]) -> dict[str, float] | None:
+        """Share of the faces the group classifier assigns to each group (None without a matching classifier)."""
+        if self.classifier is None or self.classifier_groups != gen.groups:
+            return None
+        x = torch.stack(
+            [torch.from_numpy(np.array(f.resize((64, 64), Image.Resampling.BICUBIC))).permute(2, 0, 1) for f in faces]
+        )
+        pred, _ = predict(self.classifier, x)
+        counts = np.bincount(pred.numpy(), minlength=len(gen.groups))
+        return {g: float(c) / len(faces) for g, c in zip(gen.groups, counts, strict=True)}
+
+    @property
+    def classifier_groups(self) -> tuple[str, ...] | None:
+        return None if self.classifier is None else self.classifier.groups
 
     def morph(self, gen: FaceGenerator, seed: int, per_leg: int = 8) -> list[Image.Image]:
         """One seed walked through every pure group and back to the first: a DCGAN's mix morph."""
@@ -280,13 +299,28 @@ def step_range(gen: FaceGenerator, sampler: str, limits: Limits) -> tuple[int, i
     return lo, max(hi, lo + 1)  # a slider needs min < max, even where it is hidden (DCGAN)
 
 
+def load_group_classifier(folder: Path) -> GroupClassifier | None:
+    """The group classifier shipped beside the generators, if any (a broken one is logged and skipped)."""
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        if is_classifier(sub):
+            try:
+                net, _ = load_classifier(sub)
+            except CheckpointError as err:
+                log.warning("skipped group classifier %s: %s", sub, err)
+                return None
+            return net
+    return None
+
+
 def load_models(folder: Path, device: str = "auto") -> tuple[dict[str, FaceGenerator], dict[str, str]]:
-    """Every checkpoint under `folder` that loads, and for each that does not, why."""
+    """Every generator checkpoint under `folder` that loads, and for each that does not, why."""
     models: dict[str, FaceGenerator] = {}
     failures: dict[str, str] = {}
     if not folder.is_dir():
         return models, {str(folder): "checkpoints folder does not exist"}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "config.json").exists()):
+        if is_classifier(sub):
+            continue
         try:
             models[sub.name] = FaceGenerator.from_checkpoint(sub, device=device)
             log.info("loaded %s (%s) from %s", sub.name, models[sub.name].family, sub)

@@ -222,7 +222,7 @@ def build(studio: Studio) -> gr.Blocks:
                         yield {
                             live: _result_grid(item),
                             status: f"Done: {len(item.faces)} face(s) in **{item.elapsed:.2f} s**. "
-                            f"Settings: `{_settings_line(item.settings)}`",
+                            f"Settings: `{_settings_line(item.settings)}`{_seen_line(item)}",
                             files: [str(p) for p in item.png_paths],
                             animation: str(item.animation),
                             repro: item.command,
@@ -280,6 +280,14 @@ def _result_grid(result: Result):
     cols = min(4, len(result.faces))
     big = [f.resize((192, 192), 0) for f in result.faces]  # nearest: show the pixels as they are
     return grid([big[i : i + cols] for i in range(0, len(big), cols)], pad=4)
+
+
+def _seen_line(result: Result) -> str:
+    """The group classifier's view of the batch, next to the mix that was asked for."""
+    if result.seen_groups is None:
+        return ""
+    seen = ", ".join(f"{g} {v:.0%}" for g, v in result.seen_groups.items() if v > 0)
+    return f"  \nThe group classifier sees: {seen} (asked for the mix above)."
 
 
 def _settings_line(settings: dict[str, Any]) -> str:

@@ -1,0 +1,267 @@
+"""Evaluate checkpoints the way the field does, on faces the generators never trained on.
+
+    python -m facegen.evaluate --checkpoints checkpoints/ddpm checkpoints/sde checkpoints/dcgan \\
+        --classifier checkpoints/classifier --reference ../shared/data/utkface64 --n 50 --out eval
+
+For every checkpoint and sampler/steps setting it generates `n` faces per mix (each pure group and
+50/50 blends), and reports face-detection rate, diversity, demographic fidelity per mix, the Fréchet
+distance in the classifier's feature space, FID/KID/IS when `--inception-weights` is given, and the
+same figures for the real reference faces as the ceiling. Writes report.json, report.md, sample grids
+and a quality-vs-NFE plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from facegen import metrics
+from facegen.classifier import load_classifier, per_group_accuracy, predict
+from facegen.config import DataConfig
+from facegen.data import load_faces, split
+from facegen.pipeline import FaceGenerator
+from facegen.plots import grid, to_pil
+from facegen.sampling import DEFAULT_STEPS, SAMPLERS, network_evaluations
+
+log = logging.getLogger(__name__)
+REFERENCE_PX = 64
+
+
+def mixes(groups: tuple[str, ...], blends: int) -> list[tuple[str, list[float]]]:
+    """Each pure group, then up to `blends` 50/50 pairs of neighbouring groups."""
+    k = len(groups)
+    out = [(g, [float(i == j) for j in range(k)]) for i, g in enumerate(groups)]
+    for a, b in list(itertools.combinations(range(k), 2))[: blends if k > 1 else 0]:
+        w = [0.0] * k
+        w[a] = w[b] = 0.5
+        out.append((f"{groups[a]}+{groups[b]}", w))
+    return out
+
+
+def reference_faces(
+    path: str, test_fraction: float, cache_dir: str | None
+) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """The training runs' held-out split of the folder (never trained on by the generators)."""
+    faces = load_faces(DataConfig(path=path, cache_dir=cache_dir), REFERENCE_PX)
+    _, test = split(faces, test_fraction)
+    return test.images, test.labels, faces.groups
+
+
+def evaluate_setting(
+    gen: FaceGenerator,
+    sampler: str,
+    steps: int,
+    n: int,
+    blends: int,
+    clf,
+    ref_feats: torch.Tensor,
+    ref_images: torch.Tensor,
+    feature_net,
+    inception_weights: Path | None,
+    out: Path,
+) -> dict:
+    rows, all_images, all_feats, per_mix = [], [], [], {}
+    t0 = time.perf_counter()
+    for mix_name, w in tqdm(mixes(gen.groups, blends), desc=f"{gen.name} {sampler} {steps}", leave=False):
+        seeds = list(range(10_000, 10_000 + n))  # seeds apart from the app's defaults
+        x = _generate_uint8(gen, seeds, w, sampler, steps)
+        pred, feats = predict(clf, x)
+        per_mix[mix_name] = metrics.mix_fidelity(pred, w, gen.groups)
+        all_images.append(x)
+        all_feats.append(feats)
+        rows.append(to_pil(x[:8].float() / 127.5 - 1))
+    seconds = time.perf_counter() - t0
+    images, feats = torch.cat(all_images), torch.cat(all_feats)
+    tag = f"{gen.name}-{sampler}-{steps}"
+    grid(rows, [m for m, _ in mixes(gen.groups, blends)]).save(out / f"samples-{tag}.png")
+    pure = {g: per_mix[g]["achieved"][g] for g in gen.groups}
+    result = {
+        "model": gen.name,
+        "family": gen.family,
+        "sampler": sampler,
+        "steps": steps,
+        "nfe": network_evaluations(sampler, steps, 1.0),
+        "faces": int(images.shape[0]),
+        "seconds_per_face": round(seconds / images.shape[0], 4),
+        "face_detection_rate": metrics.face_detection_rate(images),
+        "diversity": metrics.mean_pairwise_distance(feats),
+        "fd_classifier": metrics.frechet_distance(feats, ref_feats),
+        "pure_mix_accuracy": pure,
+        "mixes": per_mix,
+        "blend_shares": {m: {g: r["achieved"][g] for g in m.split("+")} for m, r in per_mix.items() if "+" in m},
+        "sample_grid": f"samples-{tag}.png",
+    }
+    if feature_net is not None:
+        result |= metrics.fid_kid(ref_images, images, feature_net)
+        result["inception_score"] = metrics.inception_score(images, inception_weights) if inception_weights else None
+    return result
+
+
+def _generate_uint8(gen: FaceGenerator, seeds: list[int], mix: list[float], sampler: str, steps: int) -> torch.Tensor:
+    """(N, 3, H, W) uint8 faces, sampled 16 at a time."""
+    out = []
+    for i in range(0, len(seeds), 16):
+        out += [
+            torch.from_numpy(np.array(im)).permute(2, 0, 1)
+            for im in gen.generate(seeds[i : i + 16], mix, sampler, steps)
+        ]
+    x = torch.stack(out)
+    if x.shape[-1] != REFERENCE_PX:  # compare at the reference resolution
+        x = torch.nn.functional.interpolate(x.float(), size=(REFERENCE_PX,) * 2, mode="bilinear", antialias=True)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return x
+
+
+def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[tuple[str, int]]:
+    """'sampler:steps' items for this family; default: each sampler at its default steps."""
+    if not text:
+        return [(s, DEFAULT_STEPS[s]) for s in SAMPLERS[gen.family]]
+    out = []
+    for item in text:
+        family, _, rest = item.partition("=")
+        if rest and family != gen.family:
+            continue
+        sampler, _, steps = (rest or item).partition(":")
+        if sampler in SAMPLERS[gen.family]:
+            out.append((sampler, int(steps) if steps else DEFAULT_STEPS[sampler]))
+    return out or [(SAMPLERS[gen.family][0], DEFAULT_STEPS[SAMPLERS[gen.family][0]])]
+
+
+def nfe_plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
+    keys = sorted({(r["model"], r["sampler"]) for r in results})
+    for model, sampler in keys:
+        pts = sorted(
+            (r["nfe"], r["fd_classifier"], r["face_detection_rate"])
+            for r in results
+            if r["model"] == model and r["sampler"] == sampler
+        )
+        nfe, fd, det = zip(*pts, strict=True)
+        axes[0].plot(nfe, fd, marker="o", label=f"{model} {sampler}")
+        axes[1].plot(nfe, det, marker="o", label=f"{model} {sampler}")
+    axes[0].set(xscale="log", xlabel="network evaluations per face", ylabel="Fréchet distance (classifier features)")
+    axes[1].set(xscale="log", xlabel="network evaluations per face", ylabel="face-detection rate")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def markdown(report: dict) -> str:
+    real = report["real"]
+    lines = [
+        "# facegen evaluation",
+        "",
+        f"Reference: {report['reference']['faces']} held-out real faces. "
+        f"Faces per mix: {report['n']}. Classifier features for diversity and Fréchet distance.",
+        "",
+        "| model | sampler | steps | NFE | s/face | face det. | diversity | FD (clf) | FID | KID | "
+        + " | ".join(f"pure {g}" for g in report["groups"])
+        + " |",
+        "|" + "---|" * (10 + len(report["groups"])),
+    ]
+    fmt = lambda v: "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for r in report["results"]:
+        lines.append(
+            f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['nfe']} | {r['seconds_per_face']:.2f} | "
+            f"{r['face_detection_rate']:.2f} | {r['diversity']:.2f} | {r['fd_classifier']:.2f} | "
+            f"{fmt(r.get('fid'))} | {fmt(r.get('kid'))} | "
+            + " | ".join(f"{r['pure_mix_accuracy'][g]:.2f}" for g in report["groups"])
+            + " |"
+        )
+    lines.append(
+        f"| real (ceiling) | – | – | – | – | {real['face_detection_rate']:.2f} | {real['diversity']:.2f} | "
+        f"0 | – | – | " + " | ".join(f"{a:.2f}" for a in real["classifier_accuracy_per_group"]) + " |"
+    )
+    lines += ["", "Blends (share of each requested group among the faces):", ""]
+    for r in report["results"]:
+        for m, shares in r["blend_shares"].items():
+            lines.append(
+                f"- {r['model']} {r['sampler']} {r['steps']}: {m}: "
+                + ", ".join(f"{g} {v:.0%}" for g, v in shares.items())
+            )
+    lines += ["", "![quality vs NFE](quality_vs_nfe.png)", ""]
+    lines += [f"![{r['model']} {r['sampler']}]({r['sample_grid']})" for r in report["results"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoints", nargs="+", type=Path, required=True)
+    p.add_argument("--classifier", type=Path, default=Path("checkpoints/classifier"))
+    p.add_argument("--reference", required=True, help="folder of real faces; its held-out split is the reference")
+    p.add_argument("--reference-fraction", type=float, default=0.02, help="the training runs' test_fraction")
+    p.add_argument("--settings", nargs="*", help="e.g. ddpm=dpmpp:20 ddpm=ddim:50 sde=ode:20 (default: each sampler)")
+    p.add_argument("--n", type=int, default=50, help="faces per mix")
+    p.add_argument("--blends", type=int, default=3, help="how many 50/50 blends")
+    p.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05 weights for FID/KID/IS")
+    p.add_argument("--cache-dir", default="runs/cache")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, default=Path("eval"))
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    a.out.mkdir(parents=True, exist_ok=True)
+    clf, clf_cfg = load_classifier(a.classifier)
+    ref_images, ref_labels, groups = reference_faces(a.reference, a.reference_fraction, a.cache_dir)
+    ref_pred, ref_feats = predict(clf, ref_images)
+    feature_net = metrics.inception(a.inception_weights) if a.inception_weights else None
+    real = {
+        "faces": int(ref_images.shape[0]),
+        "face_detection_rate": metrics.face_detection_rate(ref_images),
+        "diversity": metrics.mean_pairwise_distance(ref_feats),
+        "classifier_accuracy_per_group": per_group_accuracy(ref_pred, ref_labels, len(groups)),
+    }
+    results = []
+    for folder in a.checkpoints:
+        gen = FaceGenerator.from_checkpoint(folder, device=a.device)
+        gen.batch_invariant = False  # batched sampling: evaluation needs throughput, not per-seed identity
+        if gen.groups != clf_cfg.groups:
+            raise SystemExit(f"error: {folder} groups {gen.groups} differ from the classifier's {clf_cfg.groups}")
+        for sampler, steps in parse_settings(a.settings, gen):
+            results.append(
+                evaluate_setting(
+                    gen,
+                    sampler,
+                    steps,
+                    a.n,
+                    a.blends,
+                    clf,
+                    ref_feats,
+                    ref_images,
+                    feature_net,
+                    a.inception_weights,
+                    a.out,
+                )
+            )
+            log.info("%s", json.dumps({k: v for k, v in results[-1].items() if k != "mixes"}))
+    report = {
+        "reference": {"path": a.reference, "faces": real["faces"]},
+        "n": a.n,
+        "groups": list(groups),
+        "real": real,
+        "results": results,
+        "command": " ".join(["python -m facegen.evaluate", *(argv or sys.argv[1:])]),
+    }
+    (a.out / "report.json").write_text(json.dumps(report, indent=2))
+    nfe_plot(results, a.out / "quality_vs_nfe.png")
+    (a.out / "report.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Metrics with known answers, the group classifier, and `python -m facegen.evaluate` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from facegen import metrics
+from facegen.classifier import is_classifier, load_classifier, predict, train_classifier
+from facegen.config import DataConfig
+from tests.conftest import SHARED_DATA, make_utkface_folder
+
+
+def test_mix_fidelity_counts_groups_that_got_no_face() -> None:
+    groups = ("A", "B", "C")
+    r = metrics.mix_fidelity(torch.tensor([0, 0, 0, 2]), [0.5, 0.5, 0.0], groups)
+    assert r["counts"] == {"A": 3, "B": 0, "C": 1}
+    assert r["requested_groups_with_zero_faces"] == ["B"]
+    assert r["l1"] == pytest.approx(abs(0.75 - 0.5) + 0.5 + 0.25)
+    perfect = metrics.mix_fidelity(torch.tensor([0, 1, 0, 1]), [0.5, 0.5, 0.0], groups)
+    assert perfect["l1"] == 0 and perfect["kl"] < r["kl"]
+
+
+def test_frechet_distance_closed_form() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 8, generator=g)
+    b = torch.randn(4000, 8, generator=g) + torch.tensor([2.0] + [0.0] * 7)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    assert metrics.frechet_distance(a, b) == pytest.approx(4.0, rel=0.1)  # ||mu_a - mu_b||^2, equal covariances
+
+
+def test_diversity_drops_under_mode_collapse() -> None:
+    g = torch.Generator().manual_seed(0)
+    varied = torch.randn(100, 16, generator=g)
+    collapsed = varied[:1].repeat(100, 1) + 0.01 * torch.randn(100, 16, generator=g)
+    assert metrics.mean_pairwise_distance(collapsed) < 0.1 * metrics.mean_pairwise_distance(varied)
+
+
+def test_face_detection_on_blank_images_is_zero() -> None:
+    assert metrics.face_detection_rate(torch.full((4, 3, 64, 64), 128, dtype=torch.uint8)) == 0.0
+
+
+def test_inception_weights_must_be_a_local_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        metrics.inception(tmp_path / "pt_inception.pth")
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    faces = make_utkface_folder(tmp_path_factory.mktemp("clf-faces"), n=60, size=64)
+    out = tmp_path_factory.mktemp("clf")
+    report = train_classifier(DataConfig(path=str(faces), cache_dir=None), out, steps=30, batch=16, precision="fp32")
+    assert set(report["val_accuracy_per_group"]) == {"White", "Black", "Asian", "Indian", "Others"}
+    return out
+
+
+def test_classifier_checkpoint_round_trip(classifier: Path) -> None:
+    assert is_classifier(classifier)
+    net, cfg = load_classifier(classifier)
+    pred, feats = predict(net, torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8))
+    assert pred.shape == (5,) and feats.shape == (5, cfg.channels[-1])
+
+
+def test_fid_kid_with_a_tiny_feature_net(classifier: Path) -> None:
+    net, _ = load_classifier(classifier)
+    feature = metrics.ClassifierFeatures(net)
+    g = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (40, 3, 64, 64), dtype=torch.uint8, generator=g)
+    fake = torch.randint(0, 100, (40, 3, 64, 64), dtype=torch.uint8, generator=g)
+    same = metrics.fid_kid(real, real, feature)
+    other = metrics.fid_kid(real, fake, feature)
+    assert same["fid"] == pytest.approx(0, abs=1e-3) and other["fid"] > same["fid"] and other["kid"] > same["kid"]
+
+
+def test_evaluate_end_to_end(tiny_checkpoints: dict[str, Path], classifier: Path, tmp_path: Path) -> None:
+    from facegen.evaluate import main
+
+    ref = make_utkface_folder(tmp_path / "ref", n=60, size=64, seed=5)
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "--checkpoints",
+            str(tiny_checkpoints["ddpm"]),
+            str(tiny_checkpoints["dcgan"]),
+            "--classifier",
+            str(classifier),
+            "--reference",
+            str(ref),
+            "--reference-fraction",
+            "0.3",
+            "--settings",
+            "ddpm=ddim:3",
+            "ddpm=ddim:6",
+            "--n",
+            "4",
+            "--blends",
+            "1",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [(r["model"], r["sampler"], r["steps"]) for r in report["results"]] == [
+        ("checkpoint", "ddim", 3),
+        ("checkpoint", "ddim", 6),
+        ("checkpoint", "single", 1),
+    ]
+    r = report["results"][0]
+    assert r["faces"] == 4 * 6 and set(r["pure_mix_accuracy"]) == set(report["groups"])
+    assert list(r["blend_shares"]) == ["White+Black"] and 0 <= r["face_detection_rate"] <= 1
+    assert (out / "quality_vs_nfe.png").stat().st_size > 1000 and (out / r["sample_grid"]).is_file()
+    assert "real (ceiling)" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data/utkface64 is not on this machine")
+def test_real_faces_are_detected(tmp_path: Path) -> None:
+    from facegen.data import load_faces
+
+    faces = load_faces(DataConfig(path=str(SHARED_DATA), cache_dir=str(tmp_path)), 64)
+    assert metrics.face_detection_rate(faces.images[:200]) > 0.5
+
+
+def test_the_studio_reports_what_the_classifier_sees(
+    tiny_checkpoints: dict[str, Path], classifier: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from facegen.studio import Studio, load_group_classifier, load_models, parse_params
+
+    shutil.copytree(tiny_checkpoints["dcgan"], tmp_path / "dcgan")
+    shutil.copytree(classifier, tmp_path / "classifier")
+    models, failures = load_models(tmp_path)
+    assert list(models) == ["dcgan"] and not failures  # the classifier is not mistaken for a generator
+    studio = Studio(models, failures, classifier=load_group_classifier(tmp_path), out_dir=tmp_path / "o")
+    (tmp_path / "o").mkdir()
+    result = list(studio.stream(parse_params(studio.limits, model="dcgan", seed=0, faces=4, weights=(1, 0, 0, 0, 0))))[
+        -1
+    ]
+    assert result.seen_groups is not None and sum(result.seen_groups.values()) == pytest.approx(1.0)
