@@ -15,34 +15,43 @@ from pathlib import Path
 
 import torch
 
-from facegen.checkpoints import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_checkpoint, save_weights
+from facegen.checkpoints import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, atomic_write, load_checkpoint, save_weights
 
-TERMS = ("Trained on UTKFace (Zhang, Song & Qi, CVPR 2017), which is available for **non-commercial research "
-         "only**; the images belong to their original owners. These weights inherit that restriction.")
+TERMS = (
+    "Trained on UTKFace (Zhang, Song & Qi, CVPR 2017), which is available for **non-commercial research "
+    "only**; the images belong to their original owners. These weights inherit that restriction."
+)
 
 
 def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str:
     m, t = run.model, run.train
     hours = card.get("wall_time_s", 0) / 3600
     lines = [
-        f"# facegen {name}: {m.family.upper()} at {m.image_size} px", "",
+        f"# facegen {name}: {m.family.upper()} at {m.image_size} px",
+        "",
         f"- Family: **{m.family}**; groups: {', '.join(m.groups)}; {card.get('parameters', 0) / 1e6:.1f}M parameters (EMA weights, fp16).",
         f"- Data: `{card.get('data')}`, {card.get('train_images')} training faces (per group: "
         f"{dict(zip(m.groups, card.get('group_counts', []), strict=False))}); class-balanced sampling: {run.data.balanced}.",
         f"- Training: {card.get('step')} steps of batch {t.batch_size} ({card.get('images_seen')} images), "
         f"{hours:.1f} h on {card.get('hardware')}, precision {t.precision}, lr {t.lr}, EMA {t.ema_decay}.",
-        f"- Terms: {TERMS}", "",
-        "## Evaluation", "",
+        f"- Terms: {TERMS}",
+        "",
+        "## Evaluation",
+        "",
     ]
     if evaluation:
         for r in evaluation:
-            lines.append(f"- {r['sampler']} {r['steps']} steps: face detection {r['face_detection_rate']:.2f}, "
-                         f"diversity {r['diversity']:.2f}, Fréchet distance (classifier features) {r['fd_classifier']:.2f}, "
-                         "pure-mix accuracy " + ", ".join(f"{g} {v:.2f}" for g, v in r["pure_mix_accuracy"].items()))
+            lines.append(
+                f"- {r['sampler']} {r['steps']} steps: face detection {r['face_detection_rate']:.2f}, "
+                f"diversity {r['diversity']:.2f}, Fréchet distance (classifier features) {r['fd_classifier']:.2f}, "
+                "pure-mix accuracy " + ", ".join(f"{g} {v:.2f}" for g, v in r["pure_mix_accuracy"].items())
+            )
     else:
         lines.append("Not evaluated yet: run `python -m facegen.evaluate` (see the project README).")
     lines += [
-        "", "## Limitations and biases", "",
+        "",
+        "## Limitations and biases",
+        "",
         "- Trained for a few CPU hours: faces are low-detail and some samples are not recognisable faces.",
         "- The groups are UTKFace's coarse five-way 'race' annotation, estimated by an algorithm and checked by a "
         "person; labels are noisy (e.g. some Asian-labelled faces look South Asian). The model reproduces that labelling, "
@@ -75,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst", type=Path, help="where to ship it, e.g. checkpoints/ddpm")
     p.add_argument("--eval", type=Path, help="report.json from python -m facegen.evaluate, for the model card")
     a = p.parse_args(argv)
-    out = export(a.src, a.dst, a.eval)
+    try:
+        out = export(a.src, a.dst, a.eval)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{out}: {(out / WEIGHTS_NAME).stat().st_size / 2**20:.1f} MB")
     return 0
 
