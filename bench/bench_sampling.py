@@ -25,7 +25,7 @@ from facegen.config import resolve  # noqa: E402
 from facegen.diffusion.ddpm import sampling_scheduler  # noqa: E402
 from facegen.nets import build_sampling_net  # noqa: E402
 from facegen.pipeline import FaceGenerator  # noqa: E402
-from facegen.studio import preview_grid  # noqa: E402
+from facegen.studio import Studio, parse_params  # noqa: E402
 
 SETTINGS = {
     "ddpm": [("dpmpp", 20), ("ddim", 50), ("ancestral", 100)],
@@ -60,14 +60,12 @@ def first_frame(gen: FaceGenerator, sampler: str, steps: int) -> float:
     return time.perf_counter() - t0
 
 
-def streamed(gen: FaceGenerator, sampler: str, steps: int, faces: int, interval: float = 0.1) -> None:
-    """What the app does per request before the results: every step from frames(), a preview every 100 ms."""
-    last = 0.0
-    for step in gen.frames(list(range(faces)), MIX, sampler, steps):
-        now = time.perf_counter()
-        if now - last >= interval or step.index == step.total:
-            preview_grid(step.x0)
-            last = now
+def streamed(studio: Studio, gen: FaceGenerator, sampler: str, steps: int, faces: int) -> None:
+    """The app's streaming path (Studio.live_frames: previews every 100 ms, trajectory copies), no result files."""
+    params = parse_params(studio.limits, model=gen.name, sampler=None if gen.family == "dcgan" else sampler,
+                          steps=None if gen.family == "dcgan" else steps, seed=0, faces=faces, weights=tuple(MIX))
+    for _ in studio.live_frames(gen, params, []):
+        pass
 
 
 def diffusers_reference(gen: FaceGenerator, steps: int, faces: int) -> float:
@@ -104,11 +102,12 @@ def main() -> None:
     for family in a.families:
         gen = FaceGenerator.from_checkpoint(checkpoint(family, tmp, a.checkpoints), device="cpu")
         gen.name = family
+        studio = Studio({family: gen}, out_dir=tmp, min_interval=0.1)
         for sampler, steps in SETTINGS[family]:
             ff = min(first_frame(gen, sampler, steps) for _ in range(2))
             one = timed(lambda s=sampler, n=steps, g=gen: g.generate([0], MIX, s, n), 2)
             four = timed(lambda s=sampler, n=steps, g=gen: g.generate([0, 1, 2, 3], MIX, s, n), 2)
-            stream4 = timed(lambda s=sampler, n=steps, g=gen: streamed(g, s, n, 4), 2)
+            stream4 = timed(lambda s=sampler, n=steps, g=gen, st=studio: streamed(st, g, s, n, 4), 2)
             print(
                 f"{family:6} {sampler:20} {steps:>5} {ff:>10.3f}s {one:>7.2f}s {four:>7.2f}s {stream4:>9.2f}s "
                 f"{100 * (stream4 / four - 1):>7.1f}%",

@@ -13,7 +13,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from facegen.checkpoints import CheckpointError
 from facegen.classifier import GroupClassifier, is_classifier, load_classifier, predict
 from facegen.conditioning import MixError
+from facegen.diffusion.samplers import Step
 from facegen.pipeline import MAX_SEED, FaceGenerator, RequestError
 from facegen.plots import grid, to_pil
 from facegen.sampling import SAMPLER_LABELS, STEP_RANGE, Request, network_evaluations
@@ -155,24 +156,33 @@ class Studio:
     def stream(self, params: GenerateParams) -> Iterator[Frame | Result]:
         """Throttled frames, then the Result. Closing the iterator stops the sampler before its next step."""
         gen = self.check(params)
+        start = time.perf_counter()
+        trajectory: list[torch.Tensor] = []
+        last = yield from self.live_frames(gen, params, trajectory)
+        elapsed = time.perf_counter() - start
+        yield self._finish(gen, params, to_pil(last.x_t), trajectory, elapsed)
+
+    def live_frames(
+        self, gen: FaceGenerator, params: GenerateParams, trajectory: list[torch.Tensor]
+    ) -> Generator[Frame, None, Step]:
+        """The streaming part: a preview at most every `min_interval` s (the last step always), and a
+        thinned copy of up to 4 faces' states for the trajectory GIF (rendered only at the end)."""
         start = last_sent = time.perf_counter()
         keep_every = 1
-        trajectory: list[Image.Image] = []
         last = None
         for last in gen.frames(params.seeds, params.weights, params.sampler, params.steps, params.guidance):
             x = last.x0 if params.preview == "x0" and last.index < last.total else last.x_t
-            now = time.perf_counter()
             if last.index % keep_every == 0:
-                trajectory.append(preview_grid(x[:4], 96))
+                trajectory.append(x[:4].clone())
                 if len(trajectory) > MAX_TRAJECTORY_FRAMES:  # keep every other frame, then every 4th, ...
-                    trajectory, keep_every = trajectory[::2], keep_every * 2
+                    trajectory[:] = trajectory[::2]
+                    keep_every *= 2
+            now = time.perf_counter()
             if now - last_sent >= self.min_interval or last.index == last.total:
                 last_sent = now
                 yield Frame(preview_grid(x), last.index, last.total, now - start, last.nfe)
         assert last is not None
-        faces = to_pil(last.x_t)
-        elapsed = time.perf_counter() - start
-        yield self._finish(gen, params, faces, trajectory, elapsed)
+        return last
 
     def settings(self, gen: FaceGenerator, params: GenerateParams, seed: int) -> dict[str, object]:
         return face_settings(gen, gen.request([seed], params.weights, params.sampler, params.steps, params.guidance))
@@ -186,7 +196,7 @@ class Studio:
         gen: FaceGenerator,
         params: GenerateParams,
         faces: list[Image.Image],
-        trajectory: list[Image.Image],
+        trajectory: list[torch.Tensor],
         elapsed: float,
     ) -> Result:
         folder = Path(tempfile.mkdtemp(prefix="result-", dir=self.out_dir))
@@ -196,10 +206,9 @@ class Studio:
             paths.append(
                 save_png(face, folder / f"facegen-{gen.name}-seed{seed}.png", settings, self.command(settings))
             )
-        if gen.family == "dcgan":
-            trajectory = self.morph(gen, params.seed)
+        frames = self.morph(gen, params.seed) if gen.family == "dcgan" else [preview_grid(x, 96) for x in trajectory]
         animation = folder / ("morph.gif" if gen.family == "dcgan" else "trajectory.gif")
-        trajectory[0].save(animation, save_all=True, append_images=trajectory[1:], duration=80, loop=0)
+        frames[0].save(animation, save_all=True, append_images=frames[1:], duration=80, loop=0)
         first = self.settings(gen, params, params.seed)
         return Result(faces, paths, animation, first, self.command(first), elapsed, self.seen_groups(gen, faces))
 
