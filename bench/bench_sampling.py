@@ -62,8 +62,15 @@ def first_frame(gen: FaceGenerator, sampler: str, steps: int) -> float:
 
 def streamed(studio: Studio, gen: FaceGenerator, sampler: str, steps: int, faces: int) -> None:
     """The app's streaming path (Studio.live_frames: previews every 100 ms, trajectory copies), no result files."""
-    params = parse_params(studio.limits, model=gen.name, sampler=None if gen.family == "dcgan" else sampler,
-                          steps=None if gen.family == "dcgan" else steps, seed=0, faces=faces, weights=tuple(MIX))
+    params = parse_params(
+        studio.limits,
+        model=gen.name,
+        sampler=None if gen.family == "dcgan" else sampler,
+        steps=None if gen.family == "dcgan" else steps,
+        seed=0,
+        faces=faces,
+        weights=tuple(MIX),
+    )
     for _ in studio.live_frames(gen, params, []):
         pass
 

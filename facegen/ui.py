@@ -72,6 +72,7 @@ def build(studio: Studio) -> gr.Blocks:
                         all_samplers,
                         value=_default_sampler(first),
                         label="Sampler",
+                        allow_custom_value=True,  # checked by the studio, which names the problem
                         visible=bool(first and first.family != "dcgan"),
                     )
                     # One static range: Gradio checks bounds on the server with the values given here, so
@@ -198,6 +199,11 @@ def build(studio: Studio) -> gr.Blocks:
         ):
             gen = studio.models.get(name)
             k = len(gen.groups) if gen else len(weights)
+            notice = ""
+            if gen and gen.family != "dcgan" and s not in gen.samplers and any(s in v for v in SAMPLERS.values()):
+                # The model was switched and the page had not caught up: the model is the newer choice.
+                notice = f"  \n(The page still showed {SAMPLER_LABELS[s]}, which {gen.family} lacks: used its default.)"
+                s, n_steps = gen.samplers[0], DEFAULT_STEPS[gen.samplers[0]]
             try:
                 params = parse_params(
                     studio.limits,
@@ -222,7 +228,7 @@ def build(studio: Studio) -> gr.Blocks:
                         yield {
                             live: _result_grid(item),
                             status: f"Done: {len(item.faces)} face(s) in **{item.elapsed:.2f} s**. "
-                            f"Settings: `{_settings_line(item.settings)}`{_seen_line(item)}",
+                            f"Settings: `{_settings_line(item.settings)}`{_seen_line(item)}{notice}",
                             files: [str(p) for p in item.png_paths],
                             animation: str(item.animation),
                             repro: item.command,

@@ -95,7 +95,7 @@ def test_stop_cancels_a_stream(client) -> None:
         ({"mix": [0.0] * 8}, "positive weight"),
         ({"mix": [-1.0] + [1.0] * 7}, "less than minimum value 0"),  # NaN cannot even be sent as JSON
         ({"model": "nope"}, "not in the list of choices"),
-        ({"sampler": "ode"}, "no sampler"),
+        ({"sampler": "bogus"}, "no sampler 'bogus'"),
     ],
 )
 def test_bad_input_gets_a_message_and_the_app_keeps_serving(client, change: dict, message: str) -> None:
@@ -104,6 +104,11 @@ def test_bad_input_gets_a_message_and_the_app_keeps_serving(client, change: dict
     with pytest.raises(AppError, match=message):
         client.predict(*generate_args(**change), api_name="/generate")
     assert client.predict(*generate_args(steps=2), api_name="/generate")[1].startswith("Done")
+
+
+def test_a_sampler_left_over_from_another_model_falls_back_to_the_default(client) -> None:
+    out = client.predict(*generate_args(sampler="single", steps=1), api_name="/generate")
+    assert out[1].startswith("Done") and "used its default" in out[1] and "dpmpp" in out[1]
 
 
 def test_compare_endpoint(client) -> None:
