@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for folder in a.checkpoints:
         gen = FaceGenerator.from_checkpoint(folder, device=a.device)
+        gen.name = folder.parent.name if folder.name == "checkpoint" else folder.name  # runs/<name>/checkpoint
         gen.batch_invariant = False  # batched sampling: evaluation needs throughput, not per-seed identity
         if gen.groups != clf_cfg.groups:
             raise SystemExit(f"error: {folder} groups {gen.groups} differ from the classifier's {clf_cfg.groups}")

@@ -109,9 +109,9 @@ def test_evaluate_end_to_end(tiny_checkpoints: dict[str, Path], classifier: Path
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert [(r["model"], r["sampler"], r["steps"]) for r in report["results"]] == [
-        ("checkpoint", "ddim", 3),
-        ("checkpoint", "ddim", 6),
-        ("checkpoint", "single", 1),
+        ("ddpm", "ddim", 3),
+        ("ddpm", "ddim", 6),
+        ("dcgan", "single", 1),
     ]
     r = report["results"][0]
     assert r["faces"] == 4 * 6 and set(r["pure_mix_accuracy"]) == set(report["groups"])
