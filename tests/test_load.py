@@ -31,4 +31,4 @@ def test_load_script_holds_with_no_cross_talk(tiny_checkpoints: dict[str, Path],
     assert [int(r[0]) for r in rows] == [1, 4, 16], res.stdout
     assert all(int(r[2]) == 0 and int(r[3]) == 0 for r in rows), res.stdout  # no failure, no cross-talk
     assert "20 sequential requests" in res.stdout and ", 0 failed" in res.stdout
-    assert "next request ok" in res.stdout
+    assert "next request ok" in res.stdout and res.stdout.rstrip().endswith("PASS")
