@@ -15,7 +15,16 @@ from pathlib import Path
 
 import torch
 
-from facegen.checkpoints import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, atomic_write, load_checkpoint, save_weights
+from facegen.checkpoints import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    read_weights,
+    save_weights,
+)
+from facegen.classifier import is_classifier
 
 TERMS = (
     "Trained on UTKFace (Zhang, Song & Qi, CVPR 2017), which is available for **non-commercial research "
@@ -62,7 +71,20 @@ def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str
     return "\n".join(lines) + "\n"
 
 
+def export_classifier(src: Path, dst: Path) -> Path:
+    """The group classifier: fp16 weights, its config and model card."""
+    tensors, card = read_weights(src)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_NAME, "README.md"):
+        if (src / name).is_file():
+            shutil.copy(src / name, dst / name)
+    save_weights(dst, tensors, card, dtype=torch.float16)
+    return dst
+
+
 def export(src: Path, dst: Path, evaluation: Path | None = None) -> Path:
+    if is_classifier(src):
+        return export_classifier(src, dst)
     run, tensors, card = load_checkpoint(src)
     results = None
     if evaluation is not None:

@@ -6,7 +6,7 @@ DATA=${DATA:-../shared/data/utkface64}
 PY=${PY:-.venv/bin/python}
 N=${N:-20}
 mkdir -p checkpoints
-rm -rf checkpoints/classifier && cp -r runs/classifier checkpoints/classifier
+"$PY" -m facegen.export runs/classifier checkpoints/classifier
 "$PY" -m facegen.evaluate --checkpoints runs/ddpm/checkpoint runs/sde/checkpoint runs/dcgan/checkpoint \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N" --blends 2 \
   --settings ddpm=dpmpp:10 ddpm=dpmpp:20 sde=ode:10 sde=ode:25 dcgan=single:1 \

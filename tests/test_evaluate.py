@@ -147,3 +147,16 @@ def test_the_studio_reports_what_the_classifier_sees(
         -1
     ]
     assert result.seen_groups is not None and sum(result.seen_groups.values()) == pytest.approx(1.0)
+
+
+def test_classifier_ships_as_fp16(classifier: Path, tmp_path: Path) -> None:
+    from facegen.export import export
+
+    out = export(classifier, tmp_path / "shipped")
+    from facegen.checkpoints import read_weights
+
+    load_classifier(out)  # loads (cast back to fp32) and verifies
+
+    tensors, _ = read_weights(out)
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
+    assert (out / "README.md").read_text().startswith("# facegen group classifier")
