@@ -163,14 +163,16 @@ def model_card(cfg: ClassifierConfig, report: dict[str, object]) -> str:
     counts = report["val_counts"]
     rows = "\n".join(f"| {g} | {per_group[g]:.3f} | {counts[g]} |" for g in cfg.groups)  # type: ignore[index]
     widths = "-".join(map(str, cfg.channels))
-    return (f"# facegen group classifier\n\nA {widths} channel, {2 * len(cfg.channels)}-conv CNN that tells {', '.join(cfg.groups)} "
-            f"apart at {cfg.image_size} px: the judge of demographic fidelity and the feature space of diversity in "
-            f"`python -m facegen.evaluate`. Trained {report['steps']} steps of batch {report['batch']} "
-            f"(class-balanced, flips and jitter) on {report['train_images']} faces in {report['wall_time_s']} s on "
-            f"the CPU; {report['val_images']} faces held out by file-name hash.\n\n"
-            f"Validation accuracy **{report['val_accuracy']:.3f}**.\n\n| group | accuracy | faces |\n|---|---|---|\n{rows}\n\n"
-            "Trained on UTKFace labels, which are algorithm-estimated and noisy; for research use only (non-commercial), "
-            "as the data. It measures agreement with UTKFace's labelling, not anyone's identity.\n")
+    return (
+        f"# facegen group classifier\n\nA {widths} channel, {2 * len(cfg.channels)}-conv CNN that tells {', '.join(cfg.groups)} "
+        f"apart at {cfg.image_size} px: the judge of demographic fidelity and the feature space of diversity in "
+        f"`python -m facegen.evaluate`. Trained {report['steps']} steps of batch {report['batch']} "
+        f"(class-balanced, flips and jitter) on {report['train_images']} faces in {report['wall_time_s']} s on "
+        f"the CPU; {report['val_images']} faces held out by file-name hash.\n\n"
+        f"Validation accuracy **{report['val_accuracy']:.3f}**.\n\n| group | accuracy | faces |\n|---|---|---|\n{rows}\n\n"
+        "Trained on UTKFace labels, which are algorithm-estimated and noisy; for research use only (non-commercial), "
+        "as the data. It measures agreement with UTKFace's labelling, not anyone's identity.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,13 +9,28 @@ from pathlib import Path
 from tests.conftest import REPO
 
 LEVEL = {
-    "config": 0, "runtime": 1, "conditioning": 1.5,
-    "nets.unet": 2, "nets.dcgan": 2, "diffusion.ddpm": 2, "diffusion.sde": 2, "plots": 2,
-    "data": 3, "checkpoints": 3, "diffusion.samplers": 3, "nets": 3,
+    "config": 0,
+    "runtime": 1,
+    "conditioning": 1.5,
+    "nets.unet": 2,
+    "nets.dcgan": 2,
+    "diffusion.ddpm": 2,
+    "diffusion.sde": 2,
+    "plots": 2,
+    "data": 3,
+    "checkpoints": 3,
+    "diffusion.samplers": 3,
+    "nets": 3,
     "sampling": 4,
-    "pipeline": 5, "training": 5, "classifier": 5,
-    "metrics": 6, "studio": 6, "export": 6,
-    "evaluate": 7, "generate": 7, "ui": 7,
+    "pipeline": 5,
+    "training": 5,
+    "classifier": 5,
+    "metrics": 6,
+    "studio": 6,
+    "export": 6,
+    "evaluate": 7,
+    "generate": 7,
+    "ui": 7,
 }
 DIFFUSERS_ALLOWED = {"nets.unet", "diffusion.ddpm", "diffusion.samplers"}
 
@@ -56,7 +71,9 @@ def test_imports_point_down() -> None:
                 while target and target not in LEVEL:
                     target = target.rpartition(".")[0]
                 if target and target != name:
-                    assert LEVEL[target] < LEVEL[name], f"{name} (level {LEVEL[name]}) imports {target} ({LEVEL[target]})"
+                    assert LEVEL[target] < LEVEL[name], (
+                        f"{name} (level {LEVEL[name]}) imports {target} ({LEVEL[target]})"
+                    )
 
 
 def test_gradio_and_diffusers_stay_in_their_modules() -> None:
