@@ -67,13 +67,27 @@ def euler_maruyama(
     x = x_T
     for i in range(steps):
         t, dt = _batch_t(ts[i], x), ts[i + 1] - ts[i]
-        score = score_fn(x, t).float()
-        g = sde.diffusion(t).reshape(-1, 1, 1, 1)
-        x_mean = x + (sde.drift(x, t) - g**2 * score) * dt
-        x0 = x0_from_score(sde, x, t, score).clamp(-1, 1)
-        last = i == steps - 1
-        x = x_mean if last else x_mean + g * (-dt).sqrt() * randn_per_image(gens, x.shape[1:], x.device)
+        x, x0 = _reverse_step(score_fn, sde, x, t, dt, gens, last=i == steps - 1)
         yield Step(i + 1, steps, x, x0, i + 1)
+
+
+def _reverse_step(
+    score_fn: NetFn,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    dt: torch.Tensor,
+    gens: Sequence[torch.Generator],
+    last: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Euler–Maruyama step of the reverse SDE; returns (x_{t+dt}, Tweedie x0 at t)."""
+    score = score_fn(x, t).float()
+    g = sde.diffusion(t).reshape(-1, 1, 1, 1)
+    x_mean = x + (sde.drift(x, t) - g**2 * score) * dt
+    x0 = x0_from_score(sde, x, t, score).clamp(-1, 1)
+    if last:
+        return x_mean, x0
+    return x_mean + g * (-dt).sqrt() * randn_per_image(gens, x.shape[1:], x.device), x0
 
 
 def _langevin(
@@ -110,12 +124,7 @@ def predictor_corrector(
     for i in range(steps):
         t, dt = _batch_t(ts[i], x), ts[i + 1] - ts[i]
         x = _langevin(score_fn, sde, x, t, dt, gens, snr)
-        score = score_fn(x, t).float()
-        g = sde.diffusion(t).reshape(-1, 1, 1, 1)
-        x_mean = x + (sde.drift(x, t) - g**2 * score) * dt
-        x0 = x0_from_score(sde, x, t, score).clamp(-1, 1)
-        last = i == steps - 1
-        x = x_mean if last else x_mean + g * (-dt).sqrt() * randn_per_image(gens, x.shape[1:], x.device)
+        x, x0 = _reverse_step(score_fn, sde, x, t, dt, gens, last=i == steps - 1)
         yield Step(i + 1, steps, x, x0, 2 * (i + 1))
 
 
