@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from facegen.config import FORMAT_VERSION, Family, ModelConfig, RunConfig
+from facegen.config import FORMAT_VERSION, Family, RunConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -160,7 +160,3 @@ def load_state(folder: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
         raise CheckpointError(f"{path} cannot be loaded safely ({type(err).__name__}: {err})") from None
-
-
-def model_config(folder: str | Path) -> ModelConfig:
-    return read_config(Path(folder)).model

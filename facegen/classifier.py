@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from facegen.checkpoints import CheckpointError, atomic_write, load_into, read_weights, save_weights
 from facegen.config import DataConfig
-from facegen.data import FaceSet, augment, batch_indices, load_faces, split, to_model_range
+from facegen.data import augment, batch_indices, load_faces, split, to_model_range
 from facegen.runtime import autocast, derive_seed, generator, set_cpu_threads
 
 log = logging.getLogger(__name__)
@@ -106,18 +106,14 @@ def per_group_accuracy(pred: torch.Tensor, labels: torch.Tensor, k: int) -> list
     return [float((pred[labels == g] == g).float().mean()) if (labels == g).any() else float("nan") for g in range(k)]
 
 
-def classifier_split(faces: FaceSet, val_fraction: float) -> tuple[FaceSet, FaceSet]:
-    """The same file-name hash split as training, so validation faces are never trained on."""
-    return split(faces, val_fraction)
-
-
 def train_classifier(
     data: DataConfig, out: Path, steps: int, batch: int = 64, lr: float = 2e-3, seed: int = 0, precision: str = "bf16"
 ) -> dict[str, object]:
     set_cpu_threads()
     faces = load_faces(data, 64)
     cfg = ClassifierConfig(groups=faces.groups)
-    train_set, val_set = classifier_split(faces, cfg.val_fraction)
+    # the training runs' file-name hash split: generator test faces (2%) sit inside this validation part
+    train_set, val_set = split(faces, cfg.val_fraction)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "classifier-init"))
         net = GroupClassifier(cfg)

@@ -45,13 +45,6 @@ def normalise_mix(weights: Sequence[float] | torch.Tensor, groups: Sequence[str]
     return torch.tensor(values, dtype=torch.float32) / total
 
 
-def one_hot_mix(index: int, groups: Sequence[str]) -> torch.Tensor:
-    """The pure mix for group `index`."""
-    if not 0 <= index < len(groups):
-        raise MixError(f"group index {index} out of range for {len(groups)} groups")
-    return torch.nn.functional.one_hot(torch.tensor(index), len(groups)).float()
-
-
 def condition_vector(mix: torch.Tensor) -> torch.Tensor:
     """(B, K) mixes -> (B, K + 1) condition vectors with an empty null slot."""
     return torch.cat([mix, mix.new_zeros(mix.shape[0], 1)], dim=1)

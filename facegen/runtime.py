@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -70,9 +70,3 @@ def set_cpu_threads(threads: int | None = None) -> None:
         threads = int(os.environ["OMP_NUM_THREADS"])
     if threads:
         torch.set_num_threads(threads)
-
-
-@contextlib.contextmanager
-def inference(device: torch.device, precision: Precision) -> Iterator[None]:
-    with torch.inference_mode(), autocast(device, precision):
-        yield
