@@ -2,7 +2,8 @@
 
 * A checkpoint folder alone rebuilds its model: `config.json` holds the full run config, the
   safetensors header holds the training card (step, wall time, hardware) and a SHA-256 over every
-  tensor, so a bit flip or a truncated file is caught before any weight is used.
+  tensor and every other header field, so a bit flip anywhere in the file (weights or card) or a
+  truncated file is caught before any weight is used.
 * Each file is written to a temporary name, fsynced, then renamed over the old one: a run killed at any
   moment leaves the previous file or the new one, never half of either.
 * Weights load through safetensors only; the resumable training state (`state.pt`, optimizer moments
@@ -53,9 +54,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.close(dir_fd)
 
 
-def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of every tensor, in name order."""
+def content_digest(tensors: Mapping[str, torch.Tensor], header: Mapping[str, str]) -> str:
+    """SHA-256 over the header fields (the card, the format) and the names, dtypes, shapes and bytes of
+    every tensor, each in name order: nothing in the file can change without changing the digest."""
     h = hashlib.sha256()
+    for key in sorted(header):
+        h.update(f"{key}={header[key]}|".encode())
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -76,7 +80,8 @@ def save_weights(
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in tensors.items()
     }
-    meta = {"card": json.dumps(dict(card)), "sha256": tensor_digest(out), "format_version": str(FORMAT_VERSION)}
+    header = {"card": json.dumps(dict(card)), "format_version": str(FORMAT_VERSION)}
+    meta = {**header, "sha256": content_digest(out, header)}
     atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(out, str(p), metadata=meta))
 
 
@@ -109,8 +114,9 @@ def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
         raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
     if "sha256" not in meta:
         raise CheckpointError(f"{path} has no integrity digest; it was not written by facegen")
-    if tensor_digest(tensors) != meta["sha256"]:
-        raise CheckpointError(f"{path} fails its SHA-256 check: the weights were modified or corrupted")
+    digest = meta.pop("sha256")
+    if content_digest(tensors, meta) != digest:
+        raise CheckpointError(f"{path} fails its SHA-256 check: the weights or their card were modified or corrupted")
     try:
         card = json.loads(meta.get("card", "{}"))
     except json.JSONDecodeError:

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from facegen import checkpoints
-from facegen.checkpoints import CheckpointError, load_checkpoint
+from facegen.checkpoints import CheckpointError, load_checkpoint, read_weights
 from facegen.pipeline import FaceGenerator
 from facegen.studio import Studio, StudioError, parse_params
 from facegen.training import train
@@ -143,6 +143,26 @@ def test_any_bit_flip_is_refused(
     (folder / "model.safetensors").write_bytes(bytes(raw))
     with pytest.raises(CheckpointError):
         load_checkpoint(folder)
+
+
+def test_every_bit_of_the_header_is_covered(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """The header (card, format, tensor table) is where a flip parses cleanly; each of its bits is tried."""
+    raw = (tiny_checkpoints["dcgan"] / "model.safetensors").read_bytes()
+    header_end = 8 + int.from_bytes(raw[:8], "little")
+    folder = tmp_path / "c"
+    folder.mkdir()
+    accepted = []
+    for offset in range(header_end):
+        for bit in range(8):
+            flipped = bytearray(raw)
+            flipped[offset] ^= 1 << bit
+            (folder / "model.safetensors").write_bytes(bytes(flipped))
+            try:
+                read_weights(folder)
+            except CheckpointError:
+                continue
+            accepted.append((offset, bit))
+    assert not accepted, f"bit flips at (offset, bit) {accepted[:5]} were accepted"
 
 
 def test_disk_full_during_a_save_keeps_the_previous_checkpoint(
