@@ -17,7 +17,7 @@ from facegen.conditioning import condition_vector, guide, null_condition
 from facegen.config import ModelConfig, Precision
 from facegen.diffusion import ddpm, samplers
 from facegen.diffusion.samplers import NetFn, Step
-from facegen.diffusion.sde import SDE, make_sde
+from facegen.diffusion.sde import SDE, clip_score, make_sde
 from facegen.runtime import autocast, image_generators, randn_per_image
 
 SAMPLERS: dict[str, tuple[str, ...]] = {
@@ -136,9 +136,20 @@ def sde_score_fn(
     device: torch.device,
     precision: Precision,
     micro_batch: int | None = None,
+    clip_denoised: bool = True,
 ) -> NetFn:
-    """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input)."""
-    return _guided(net, sde.std, cond, scale, device, precision, micro_batch)
+    """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input).
+
+    clip_denoised: replace the score by the one whose Tweedie estimate E[x0 | x_t] is clipped to the
+    data range [-1, 1], the counterpart of the DDPM samplers' clip_sample / thresholding. It changes
+    nothing where the estimate is in range; it keeps a young network's score error, amplified by
+    1/mean_coef(t) ~ 150 near t = 1 on the VP-SDE, from driving every sampler to saturated noise.
+    """
+    score_fn = _guided(net, sde.std, cond, scale, device, precision, micro_batch)
+    if not clip_denoised:
+        return score_fn
+
+    return lambda x, t: clip_score(sde, x, t, score_fn(x, t))
 
 
 def stream(

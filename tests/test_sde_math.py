@@ -7,6 +7,7 @@ import torch
 
 from facegen.config import UNetConfig
 from facegen.diffusion import samplers
+from facegen.diffusion import sde as sde_module
 from facegen.diffusion.sde import VESDE, VPSDE, dsm_loss, marginal, x0_from_score
 from facegen.nets.unet import ConditionalUNet
 from facegen.runtime import image_generators, randn_per_image
@@ -136,3 +137,18 @@ def test_marginal_draw() -> None:
     x0, z = torch.ones(2, 1, 1, 1), torch.ones(2, 1, 1, 1)
     t = torch.tensor([0.0, 1.0])
     assert torch.allclose(marginal(sde, x0, t, z).flatten(), torch.tensor([1.01, 11.0]))
+
+
+@pytest.mark.parametrize("kind", ["vp", "ve"])
+def test_clipped_score_keeps_in_range_pixels_and_clips_the_rest(kind: str) -> None:
+    sde = SDES[kind]
+    g = torch.Generator().manual_seed(3)
+    x_t, score = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    t = torch.tensor([0.01, 0.2, 0.6, 1.0])
+    clipped = sde_module.clip_score(sde, x_t, t, score)
+    x0 = x0_from_score(sde, x_t, t, score)
+    inside = x0.abs() <= 1
+    assert inside.any() and (~inside).any()
+    assert torch.equal(clipped[inside], score[inside])
+    x0_clipped = x0_from_score(sde, x_t, t, clipped)
+    assert torch.allclose(x0_clipped[~inside], x0[~inside].clamp(-1, 1), atol=1e-3)

@@ -24,7 +24,13 @@ def train_scheduler(cfg: DDPMConfig) -> DDPMScheduler:
 
 
 def sampling_scheduler(cfg: DDPMConfig, sampler: DDPMSampler) -> SchedulerMixin:
-    """A fresh scheduler per sampling run (diffusers schedulers keep per-run state)."""
+    """A fresh scheduler per sampling run (diffusers schedulers keep per-run state).
+
+    Every sampler keeps its denoised estimate x0 inside the data range [-1, 1]: DDPM and DDIM clip it
+    (diffusers' clip_sample default), DPM-Solver++ thresholds it (the setting diffusers recommends for
+    pixel-space models). Without that, the x0 = (x_t - sqrt(1 - a) eps) / sqrt(a) of a young model
+    amplifies its eps error by 1/sqrt(a) ~ 150 at t = T and DPM-Solver++ diverges to saturated noise.
+    """
     base = train_scheduler(cfg).config
     match sampler:
         case "ancestral":
@@ -32,7 +38,9 @@ def sampling_scheduler(cfg: DDPMConfig, sampler: DDPMSampler) -> SchedulerMixin:
         case "ddim":
             return DDIMScheduler.from_config(base)
         case "dpmpp":
-            return DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++", solver_order=2)
+            return DPMSolverMultistepScheduler.from_config(
+                base, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0
+            )
     raise ValueError(f"unknown DDPM sampler {sampler!r}")
 
 

@@ -90,6 +90,16 @@ def marginal(sde: SDE, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -
     return _col(sde.mean_coef(t)).to(x0) * x0 + _col(sde.std(t)).to(x0) * noise
 
 
+def clip_score(sde: SDE, x_t: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """The score whose Tweedie estimate E[x0 | x_t] is clipped to the data range [-1, 1].
+
+    Written as a correction, score + mean_coef (clip(x0) - x0) / std^2, so pixels already in range keep
+    their score bit for bit (no cancellation at small std).
+    """
+    x0 = x0_from_score(sde, x_t, t, score)
+    return score + _col(sde.mean_coef(t)).to(x_t) * (x0.clamp(-1, 1) - x0) / _col(sde.std(t)).to(x_t) ** 2
+
+
 def x0_from_score(sde: SDE, x_t: torch.Tensor, t: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
     """Tweedie's formula: E[x0 | x_t] = (x_t + std^2 score) / mean_coef."""
     return (x_t + _col(sde.std(t)).to(x_t) ** 2 * score) / _col(sde.mean_coef(t)).to(x_t)
