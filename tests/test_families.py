@@ -131,9 +131,7 @@ class _BiasedNet(torch.nn.Module):
         return -0.9 * x / t.reshape(-1, 1, 1, 1) ** 2  # the Fourier net is called with std(t) as t
 
 
-@pytest.mark.parametrize(
-    ("family", "sampler"), [(f, s) for f in ("ddpm", "sde") for s in SAMPLERS[f]]
-)
+@pytest.mark.parametrize(("family", "sampler"), [(f, s) for f in ("ddpm", "sde") for s in SAMPLERS[f]])
 def test_samplers_keep_a_biased_network_in_the_data_range(family: str, sampler: str) -> None:
     """Every diffusion sampler clips its denoised estimate to [-1, 1], so a network whose error is
     amplified by 1/mean_coef near t = T still yields images, not saturated noise. A regression test:
