@@ -7,7 +7,8 @@ For every checkpoint and sampler/steps setting it generates `n` faces per mix (e
 50/50 blends), and reports face-detection rate, diversity, demographic fidelity per mix, the Fréchet
 distance in the classifier's feature space, FID/KID/IS when `--inception-weights` is given, and the
 same figures for the real reference faces as the ceiling. Writes report.json, report.md, sample grids
-and a quality-vs-NFE plot.
+and a quality-vs-NFE plot; given several checkpoints of one family at different training steps (e.g.
+snapshots of a run), also a quality-vs-training-steps plot: the trend that says what more steps buy.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def evaluate_setting(
     result = {
         "model": gen.name,
         "family": gen.family,
+        "training_step": gen.card.get("step"),
         "sampler": sampler,
         "steps": steps,
         "nfe": network_evaluations(sampler, steps, 1.0),
@@ -161,6 +163,48 @@ def nfe_plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def training_curves(results: list[dict]) -> dict[tuple[str, str, int], list[dict]]:
+    """Results of one family, sampler and step count at two or more training steps, in step order."""
+    series: dict[tuple[str, str, int], list[dict]] = {}
+    for r in results:
+        if r.get("training_step") is not None:
+            series.setdefault((r["family"], r["sampler"], r["steps"]), []).append(r)
+    return {
+        k: sorted(v, key=lambda r: r["training_step"])
+        for k, v in series.items()
+        if len({r["training_step"] for r in v}) >= 2
+    }
+
+
+def steps_plot(curves: dict[tuple[str, str, int], list[dict]], real: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), dpi=100)
+    panels = [
+        ("face_detection_rate", "face-detection rate", real["face_detection_rate"]),
+        (
+            "mean_pure_accuracy",
+            "pure-mix accuracy (mean over groups)",
+            float(np.mean(real["classifier_accuracy_per_group"])),
+        ),
+        ("diversity", "diversity (classifier features)", real["diversity"]),
+    ]
+    for ax, (key, label, ceiling) in zip(axes, panels, strict=True):
+        for (family, sampler, steps), rows in curves.items():
+            x = [r["training_step"] for r in rows]
+            y = [r[key] if key in r else float(np.mean(list(r["pure_mix_accuracy"].values()))) for r in rows]
+            ax.plot(x, y, marker="o", label=f"{family} {sampler} {steps}")
+        ax.axhline(ceiling, color="gray", linestyle="--", linewidth=1, label="real faces")
+        ax.set(xlabel="training steps", ylabel=label)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def markdown(report: dict) -> str:
     real = report["real"]
     lines = [
@@ -194,6 +238,21 @@ def markdown(report: dict) -> str:
                 f"- {r['model']} {r['sampler']} {r['steps']}: {m}: "
                 + ", ".join(f"{g} {v:.0%}" for g, v in shares.items())
             )
+    curves = training_curves(report["results"])
+    if curves:
+        lines += ["", "Quality against training steps:", ""]
+        lines += [
+            "| family | sampler | steps | training steps | face det. | mean pure-mix acc. | diversity |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for (family, sampler, steps), rows in curves.items():
+            for r in rows:
+                acc = float(np.mean(list(r["pure_mix_accuracy"].values())))
+                lines.append(
+                    f"| {family} | {sampler} | {steps} | {r['training_step']} | {r['face_detection_rate']:.2f} | "
+                    f"{acc:.2f} | {r['diversity']:.2f} |"
+                )
+        lines += ["", "![quality vs training steps](quality_vs_steps.png)"]
     lines += ["", "![quality vs NFE](quality_vs_nfe.png)", ""]
     lines += [f"![{r['model']} {r['sampler']}]({r['sample_grid']})" for r in report["results"]]
     return "\n".join(lines) + "\n"
@@ -259,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     (a.out / "report.json").write_text(json.dumps(report, indent=2))
     nfe_plot(results, a.out / "quality_vs_nfe.png")
+    if curves := training_curves(results):
+        steps_plot(curves, real, a.out / "quality_vs_steps.png")
     (a.out / "report.md").write_text(markdown(report))
     print(markdown(report))
     return 0

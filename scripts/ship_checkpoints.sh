@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Evaluate the current EMA weights of runs/ and ship them to checkpoints/ as fp16 with model cards.
+# Evaluate the current EMA weights of runs/ and ship them to checkpoints/ as fp16 with model cards; then
+# evaluate every snapshot in runs/snapshots/ for the quality-vs-training-steps trend (docs/eval/trend).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/utkface64}
 PY=${PY:-.venv/bin/python}
 N=${N:-20}
+N_TREND=${N_TREND:-10}
 mkdir -p checkpoints
 "$PY" -m facegen.export runs/classifier checkpoints/classifier
 "$PY" -m facegen.evaluate --checkpoints runs/ddpm/checkpoint runs/sde/checkpoint runs/dcgan/checkpoint \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N" --blends 2 \
-  --settings ddpm=dpmpp:10 ddpm=dpmpp:20 sde=ode:10 sde=ode:25 dcgan=single:1 \
+  --settings ddpm=dpmpp:10 ddpm=dpmpp:20 ddpm=ddim:50 sde=ode:25 sde=euler_maruyama:100 dcgan=single:1 \
   --out docs/eval
 for model in ddpm sde dcgan; do
   "$PY" -m facegen.export "runs/$model/checkpoint" "checkpoints/$model" --eval docs/eval/report.json
 done
+bash scripts/snapshot_runs.sh
+"$PY" -m facegen.evaluate --checkpoints runs/snapshots/* \
+  --classifier checkpoints/classifier --reference "$DATA" --n "$N_TREND" --blends 2 \
+  --settings ddpm=dpmpp:20 sde=euler_maruyama:50 dcgan=single:1 --out docs/eval/trend

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,31 @@ def test_evaluate_end_to_end(tiny_checkpoints: dict[str, Path], classifier: Path
     assert list(r["blend_shares"]) == ["White+Black"] and 0 <= r["face_detection_rate"] <= 1
     assert (out / "quality_vs_nfe.png").stat().st_size > 1000 and (out / r["sample_grid"]).is_file()
     assert "real (ceiling)" in (out / "report.md").read_text()
+
+
+def test_snapshots_of_one_run_give_a_quality_vs_training_steps_curve(
+    tiny_checkpoints: dict[str, Path], classifier: Path, tmp_path: Path
+) -> None:
+    from facegen.checkpoints import read_weights, save_weights
+    from facegen.evaluate import main, training_curves
+
+    snapshots = []
+    for step in (4, 40):  # the same weights relabelled: the curve is about bookkeeping, not quality
+        folder = Path(shutil.copytree(tiny_checkpoints["ddpm"], tmp_path / f"ddpm-{step:06d}"))
+        tensors, card = read_weights(folder)
+        save_weights(folder, tensors, {**card, "step": step})
+        snapshots.append(str(folder))
+    ref = make_utkface_folder(tmp_path / "ref", n=40, size=64, seed=6)
+    out = tmp_path / "eval"
+    argv = ["--checkpoints", *snapshots, "--classifier", str(classifier), "--reference", str(ref)]
+    argv += ["--reference-fraction", "0.3", "--settings", "ddpm=ddim:3", "--n", "2", "--blends", "0"]
+    assert main([*argv, "--cache-dir", str(tmp_path / "c"), "--out", str(out), "--device", "cpu"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    curves = training_curves(report["results"])
+    assert list(curves) == [("ddpm", "ddim", 3)]
+    assert [r["training_step"] for r in curves[("ddpm", "ddim", 3)]] == [4, 40]
+    assert (out / "quality_vs_steps.png").stat().st_size > 1000
+    assert "| ddpm | ddim | 3 | 40 |" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow
