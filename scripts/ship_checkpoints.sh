@@ -20,3 +20,12 @@ bash scripts/snapshot_runs.sh
 "$PY" -m facegen.evaluate --checkpoints runs/snapshots/* \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N_TREND" --blends 2 \
   --settings ddpm=dpmpp:20 sde=euler_maruyama:50 dcgan=single:1 --out docs/eval/trend
+# The README's loss curves and the latest training sample grid of each run.
+for model in ddpm sde dcgan; do
+  cp "runs/$model/loss.png" "docs/loss-$model.png"
+  latest=$(ls "runs/$model"/samples-*.png 2>/dev/null | tail -1 || true)
+  if [ -n "$latest" ]; then
+    rm -f docs/train-samples-"$model"-*.png
+    cp "$latest" "docs/train-samples-$model-$(basename "$latest" .png | sed 's/samples-0*//').png"
+  fi
+done
