@@ -54,6 +54,11 @@ def reference_faces(
     """The training runs' held-out split of the folder (never trained on by the generators)."""
     faces = load_faces(DataConfig(path=path, cache_dir=cache_dir), REFERENCE_PX)
     _, test = split(faces, test_fraction)
+    if len(test.images) < 2:
+        raise ValueError(
+            f"the held-out {test_fraction:g} of {path} holds {len(test.images)} faces; give a larger folder "
+            "or --reference-fraction"
+        )
     return test.images, test.labels, faces.groups
 
 
@@ -61,6 +66,7 @@ def evaluate_setting(
     gen: FaceGenerator,
     sampler: str,
     steps: int,
+    guidance: float,
     n: int,
     blends: int,
     clf,
@@ -74,7 +80,7 @@ def evaluate_setting(
     t0 = time.perf_counter()
     for mix_name, w in tqdm(mixes(gen.groups, blends), desc=f"{gen.name} {sampler} {steps}", leave=False):
         seeds = list(range(10_000, 10_000 + n))  # seeds apart from the app's defaults
-        x = _generate_uint8(gen, seeds, w, sampler, steps)
+        x = _generate_uint8(gen, seeds, w, sampler, steps, guidance)
         pred, feats = predict(clf, x)
         per_mix[mix_name] = metrics.mix_fidelity(pred, w, gen.groups)
         all_images.append(x)
@@ -82,7 +88,7 @@ def evaluate_setting(
         rows.append(to_pil(x[:8].float() / 127.5 - 1))
     seconds = time.perf_counter() - t0
     images, feats = torch.cat(all_images), torch.cat(all_feats)
-    tag = f"{gen.name}-{sampler}-{steps}"
+    tag = f"{gen.name}-{sampler}-{steps}" + (f"-cfg{guidance:g}" if guidance != 1.0 else "")
     grid(rows, [m for m, _ in mixes(gen.groups, blends)]).save(out / f"samples-{tag}.png")
     pure = {g: per_mix[g]["achieved"][g] for g in gen.groups}
     result = {
@@ -91,7 +97,8 @@ def evaluate_setting(
         "training_step": gen.card.get("step"),
         "sampler": sampler,
         "steps": steps,
-        "nfe": network_evaluations(sampler, steps, 1.0),
+        "guidance": guidance,
+        "nfe": network_evaluations(sampler, steps, guidance),
         "faces": int(images.shape[0]),
         "seconds_per_face": round(seconds / images.shape[0], 4),
         "face_detection_rate": metrics.face_detection_rate(images),
@@ -108,13 +115,15 @@ def evaluate_setting(
     return result
 
 
-def _generate_uint8(gen: FaceGenerator, seeds: list[int], mix: list[float], sampler: str, steps: int) -> torch.Tensor:
+def _generate_uint8(
+    gen: FaceGenerator, seeds: list[int], mix: list[float], sampler: str, steps: int, guidance: float
+) -> torch.Tensor:
     """(N, 3, H, W) uint8 faces, sampled 16 at a time."""
     out = []
     for i in range(0, len(seeds), 16):
         out += [
             torch.from_numpy(np.array(im)).permute(2, 0, 1)
-            for im in gen.generate(seeds[i : i + 16], mix, sampler, steps)
+            for im in gen.generate(seeds[i : i + 16], mix, sampler, steps, guidance)
         ]
     x = torch.stack(out)
     if x.shape[-1] != REFERENCE_PX:  # compare at the reference resolution
@@ -123,19 +132,27 @@ def _generate_uint8(gen: FaceGenerator, seeds: list[int], mix: list[float], samp
     return x
 
 
-def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[tuple[str, int]]:
-    """'sampler:steps' items for this family; default: each sampler at its default steps."""
+def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[tuple[str, int, float]]:
+    """'[family=]sampler[:steps[:guidance]]' items for this family; default: each sampler at its default steps.
+
+    Raises ValueError naming the item when steps or guidance is not a number.
+    """
     if not text:
-        return [(s, DEFAULT_STEPS[s]) for s in SAMPLERS[gen.family]]
+        return [(s, DEFAULT_STEPS[s], 1.0) for s in SAMPLERS[gen.family]]
     out = []
     for item in text:
         family, _, rest = item.partition("=")
         if rest and family != gen.family:
             continue
-        sampler, _, steps = (rest or item).partition(":")
-        if sampler in SAMPLERS[gen.family]:
-            out.append((sampler, int(steps) if steps else DEFAULT_STEPS[sampler]))
-    return out or [(SAMPLERS[gen.family][0], DEFAULT_STEPS[SAMPLERS[gen.family][0]])]
+        sampler, steps, guidance = [*(rest or item).split(":"), "", ""][:3]
+        if sampler not in SAMPLERS[gen.family]:
+            continue
+        try:
+            out.append((sampler, int(steps) if steps else DEFAULT_STEPS[sampler], float(guidance) if guidance else 1.0))
+        except ValueError:
+            raise ValueError(f"setting {item!r}: write sampler[:steps[:guidance]], e.g. dpmpp:20:2.0") from None
+    first = SAMPLERS[gen.family][0]
+    return out or [(first, DEFAULT_STEPS[first], 1.0)]
 
 
 def nfe_plot(results: list[dict], path: Path) -> None:
@@ -145,12 +162,12 @@ def nfe_plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
-    keys = sorted({(r["model"], r["sampler"]) for r in results})
+    keys = sorted({(r["model"], _sampler_label(r)) for r in results})
     for model, sampler in keys:
         pts = sorted(
             (r["nfe"], r["fd_classifier"], r["face_detection_rate"])
             for r in results
-            if r["model"] == model and r["sampler"] == sampler
+            if r["model"] == model and _sampler_label(r) == sampler
         )
         nfe, fd, det = zip(*pts, strict=True)
         axes[0].plot(nfe, fd, marker="o", label=f"{model} {sampler}")
@@ -205,6 +222,11 @@ def steps_plot(curves: dict[tuple[str, str, int], list[dict]], real: dict, path:
     plt.close(fig)
 
 
+def _sampler_label(r: dict) -> str:
+    g = r.get("guidance", 1.0)
+    return r["sampler"] + (f" (CFG {g:g})" if g != 1.0 else "")
+
+
 def markdown(report: dict) -> str:
     real = report["real"]
     lines = [
@@ -221,7 +243,7 @@ def markdown(report: dict) -> str:
     fmt = lambda v: "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     for r in report["results"]:
         lines.append(
-            f"| {r['model']} | {r['sampler']} | {r['steps']} | {r['nfe']} | {r['seconds_per_face']:.2f} | "
+            f"| {r['model']} | {_sampler_label(r)} | {r['steps']} | {r['nfe']} | {r['seconds_per_face']:.2f} | "
             f"{r['face_detection_rate']:.2f} | {r['diversity']:.2f} | {r['fd_classifier']:.2f} | "
             f"{fmt(r.get('fid'))} | {fmt(r.get('kid'))} | "
             + " | ".join(f"{r['pure_mix_accuracy'][g]:.2f}" for g in report["groups"])
@@ -235,7 +257,7 @@ def markdown(report: dict) -> str:
     for r in report["results"]:
         for m, shares in r["blend_shares"].items():
             lines.append(
-                f"- {r['model']} {r['sampler']} {r['steps']}: {m}: "
+                f"- {r['model']} {_sampler_label(r)} {r['steps']}: {m}: "
                 + ", ".join(f"{g} {v:.0%}" for g, v in shares.items())
             )
     curves = training_curves(report["results"])
@@ -275,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     a.out.mkdir(parents=True, exist_ok=True)
     clf, clf_cfg = load_classifier(a.classifier)
-    ref_images, ref_labels, groups = reference_faces(a.reference, a.reference_fraction, a.cache_dir)
+    try:
+        ref_images, ref_labels, groups = reference_faces(a.reference, a.reference_fraction, a.cache_dir)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     ref_pred, ref_feats = predict(clf, ref_images)
     feature_net = metrics.inception(a.inception_weights) if a.inception_weights else None
     real = {
@@ -291,12 +316,17 @@ def main(argv: list[str] | None = None) -> int:
         gen.batch_invariant = False  # batched sampling: evaluation needs throughput, not per-seed identity
         if gen.groups != clf_cfg.groups:
             raise SystemExit(f"error: {folder} groups {gen.groups} differ from the classifier's {clf_cfg.groups}")
-        for sampler, steps in parse_settings(a.settings, gen):
+        try:
+            settings = parse_settings(a.settings, gen)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        for sampler, steps, guidance in settings:
             results.append(
                 evaluate_setting(
                     gen,
                     sampler,
                     steps,
+                    guidance,
                     a.n,
                     a.blends,
                     clf,

@@ -51,7 +51,7 @@ def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str
     if evaluation:
         for r in evaluation:
             lines.append(
-                f"- {r['sampler']} {r['steps']} steps: face detection {r['face_detection_rate']:.2f}, "
+                f"- {r['sampler']} {r['steps']} steps, guidance {r.get('guidance', 1.0):g}: face detection {r['face_detection_rate']:.2f}, "
                 f"diversity {r['diversity']:.2f}, Fréchet distance (classifier features) {r['fd_classifier']:.2f}, "
                 "pure-mix accuracy " + ", ".join(f"{g} {v:.2f}" for g, v in r["pure_mix_accuracy"].items())
             )

@@ -94,7 +94,7 @@ def test_evaluate_end_to_end(tiny_checkpoints: dict[str, Path], classifier: Path
             "0.3",
             "--settings",
             "ddpm=ddim:3",
-            "ddpm=ddim:6",
+            "ddpm=ddim:6:2.5",
             "--n",
             "4",
             "--blends",
@@ -114,11 +114,27 @@ def test_evaluate_end_to_end(tiny_checkpoints: dict[str, Path], classifier: Path
         ("ddpm", "ddim", 6),
         ("dcgan", "single", 1),
     ]
+    assert [r["guidance"] for r in report["results"]] == [1.0, 2.5, 1.0]
+    assert report["results"][1]["nfe"] == 12  # guidance doubles the network calls
     r = report["results"][0]
     assert r["faces"] == 4 * 6 and set(r["pure_mix_accuracy"]) == set(report["groups"])
     assert list(r["blend_shares"]) == ["White+Black"] and 0 <= r["face_detection_rate"] <= 1
     assert (out / "quality_vs_nfe.png").stat().st_size > 1000 and (out / r["sample_grid"]).is_file()
     assert "real (ceiling)" in (out / "report.md").read_text()
+
+
+def test_a_malformed_setting_is_a_clear_error(
+    tiny_checkpoints: dict[str, Path], classifier: Path, tmp_path: Path
+) -> None:
+    from facegen.evaluate import main
+
+    ref = make_utkface_folder(tmp_path / "ref", n=20, size=64, seed=7)
+    argv = ["--checkpoints", str(tiny_checkpoints["ddpm"]), "--classifier", str(classifier), "--reference", str(ref)]
+    argv += ["--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "e")]
+    with pytest.raises(SystemExit, match="holds 0 faces"):
+        main(argv)
+    with pytest.raises(SystemExit, match="ddpm=ddim:many"):
+        main([*argv, "--reference-fraction", "0.5", "--settings", "ddpm=ddim:many"])
 
 
 def test_snapshots_of_one_run_give_a_quality_vs_training_steps_curve(
