@@ -102,7 +102,9 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp())
-    print(f"torch {torch.__version__}, {a.threads} CPU threads, 64 px, bf16 autocast, one face per network call")
+    print(
+        f"torch {torch.__version__}, {a.threads} CPU threads, 64 px, bf16 autocast, faces batched, padded to the thread count"
+    )
     print(
         f"{'family':6} {'sampler':20} {'steps':>5} {'first frame':>11} {'1 face':>8} {'4 faces':>8} {'streamed 4':>10} {'overhead':>8}"
     )

@@ -28,7 +28,7 @@ from facegen.diffusion.samplers import Step
 from facegen.nets import build_sampling_net
 from facegen.plots import to_pil
 from facegen.runtime import pick_device
-from facegen.sampling import DEFAULT_STEPS, SAMPLERS, STEP_RANGE, Request, final, stream
+from facegen.sampling import DEFAULT_STEPS, SAMPLERS, STEP_RANGE, Batching, Request, final, stream
 
 MAX_SEED = 2**32 - 1
 
@@ -118,7 +118,7 @@ class FaceGenerator:
     ) -> Iterator[Step]:
         """Every step's state: Step(index, total, x_t, x0, nfe), tensors (B, 3, H, W) in [-1, 1] on the CPU."""
         req = self.request(seeds, mix, sampler, steps, guidance)
-        for step in stream(self.config, self.net, req, self.device, self.precision, self._micro_batch):
+        for step in stream(self.config, self.net, req, self.device, self.precision, self._batching):
             yield Step(step.index, step.total, step.x_t.float().cpu(), step.x0.float().cpu(), step.nfe)
 
     def generate(
@@ -131,9 +131,15 @@ class FaceGenerator:
     ) -> list[Image.Image]:
         """The final faces as RGB PIL images, one per seed."""
         req = self.request(seeds, mix, sampler, steps, guidance)
-        return to_pil(final(stream(self.config, self.net, req, self.device, self.precision, self._micro_batch)).x_t)
+        return to_pil(final(stream(self.config, self.net, req, self.device, self.precision, self._batching)).x_t)
 
     @property
-    def _micro_batch(self) -> int | None:
-        """One face per network call when batch_invariant (the default): seed s gives the same pixels in any batch."""
-        return 1 if self.batch_invariant else None
+    def _batching(self) -> Batching:
+        """With batch_invariant (the default) seed s gives the same pixels in any batch: the U-Net in bf16
+        on the CPU runs the batch in one call, padded to the thread count (verified bit for bit, see
+        `sampling.batched`); every other case (CUDA kernels, fp32, the DCGAN) one face per call."""
+        if not self.batch_invariant:
+            return "joint"
+        if self.device.type == "cpu" and self.precision == "bf16" and self.family != "dcgan":
+            return "thread_padded"
+        return "per_face"

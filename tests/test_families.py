@@ -144,3 +144,24 @@ def test_samplers_keep_a_biased_network_in_the_data_range(family: str, sampler: 
     req = Request((1, 2), torch.tensor([1.0, 0, 0, 0, 0]), sampler, 20, 1.0)
     x = final(stream(run.model, net, req, torch.device("cpu"))).x_t
     assert torch.isfinite(x).all() and x.abs().max() <= 1.5, float(x.abs().max())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("family", "sampler"), [("ddpm", "dpmpp"), ("sde", "euler_maruyama")])
+def test_shipped_unets_give_a_seed_the_same_face_in_any_batch(family: str, sampler: str, threads: int) -> None:
+    """The real 64 px U-Nets, batched in one call (padded to the thread count), alone and in odd and even
+    batches, with and without guidance: the kernels that differ by batch size must not show."""
+    from facegen.plots import to_pil
+
+    gen = FaceGenerator.from_checkpoint(Path("checkpoints") / family, device="cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for guidance in (1.0, 2.0):
+            kwargs = {"mix": MIX, "sampler": sampler, "steps": 3, "guidance": guidance}
+            alone = gen.generate([7], **kwargs)[0].tobytes()
+            assert gen.generate([1, 7, 9], **kwargs)[1].tobytes() == alone
+            assert gen.generate([7, 2], **kwargs)[0].tobytes() == alone
+            assert to_pil(list(gen.frames([3, 4, 5, 6, 7], **kwargs))[-1].x_t[4:5])[0].tobytes() == alone
+    finally:
+        torch.set_num_threads(before)
