@@ -16,6 +16,7 @@ from facegen.nets import build_discriminator, build_sampling_net
 from facegen.pipeline import FaceGenerator
 from facegen.runtime import generator
 from facegen.sampling import SAMPLERS, network_evaluations
+from tests.conftest import REPO
 
 MIX = [0.5, 0.5, 0, 0, 0]
 
@@ -153,7 +154,7 @@ def test_shipped_unets_give_a_seed_the_same_face_in_any_batch(family: str, sampl
     batches, with and without guidance: the kernels that differ by batch size must not show."""
     from facegen.plots import to_pil
 
-    gen = FaceGenerator.from_checkpoint(Path("checkpoints") / family, device="cpu")
+    gen = FaceGenerator.from_checkpoint(REPO / "checkpoints" / family, device="cpu")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
