@@ -185,7 +185,7 @@ def training_curves(results: list[dict]) -> dict[tuple[str, str, int], list[dict
     series: dict[tuple[str, str, int], list[dict]] = {}
     for r in results:
         if r.get("training_step") is not None:
-            series.setdefault((r["family"], r["sampler"], r["steps"]), []).append(r)
+            series.setdefault((r["family"], _sampler_label(r), r["steps"]), []).append(r)
     return {
         k: sorted(v, key=lambda r: r["training_step"])
         for k, v in series.items()
@@ -201,25 +201,32 @@ def steps_plot(curves: dict[tuple[str, str, int], list[dict]], real: dict, path:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), dpi=100)
     panels = [
-        ("face_detection_rate", "face-detection rate", real["face_detection_rate"]),
+        (lambda r: r["face_detection_rate"], "face-detection rate", real["face_detection_rate"]),
         (
-            "mean_pure_accuracy",
+            _mean_pure_accuracy,
             "pure-mix accuracy (mean over groups)",
             float(np.mean(real["classifier_accuracy_per_group"])),
         ),
-        ("diversity", "diversity (classifier features)", real["diversity"]),
+        (lambda r: r["diversity"], "diversity (classifier features)", real["diversity"]),
     ]
-    for ax, (key, label, ceiling) in zip(axes, panels, strict=True):
+    for ax, (value, label, ceiling) in zip(axes, panels, strict=True):
         for (family, sampler, steps), rows in curves.items():
-            x = [r["training_step"] for r in rows]
-            y = [r[key] if key in r else float(np.mean(list(r["pure_mix_accuracy"].values()))) for r in rows]
-            ax.plot(x, y, marker="o", label=f"{family} {sampler} {steps}")
+            ax.plot(
+                [r["training_step"] for r in rows],
+                [value(r) for r in rows],
+                marker="o",
+                label=f"{family} {sampler} {steps}",
+            )
         ax.axhline(ceiling, color="gray", linestyle="--", linewidth=1, label="real faces")
         ax.set(xlabel="training steps", ylabel=label)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _mean_pure_accuracy(r: dict) -> float:
+    return float(np.mean(list(r["pure_mix_accuracy"].values())))
 
 
 def _sampler_label(r: dict) -> str:
@@ -269,10 +276,9 @@ def markdown(report: dict) -> str:
         ]
         for (family, sampler, steps), rows in curves.items():
             for r in rows:
-                acc = float(np.mean(list(r["pure_mix_accuracy"].values())))
                 lines.append(
                     f"| {family} | {sampler} | {steps} | {r['training_step']} | {r['face_detection_rate']:.2f} | "
-                    f"{acc:.2f} | {r['diversity']:.2f} |"
+                    f"{_mean_pure_accuracy(r):.2f} | {r['diversity']:.2f} |"
                 )
         lines += ["", "![quality vs training steps](quality_vs_steps.png)"]
     lines += ["", "![quality vs NFE](quality_vs_nfe.png)", ""]

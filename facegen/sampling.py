@@ -86,8 +86,8 @@ def batched(net: nn.Module, batching: Batching) -> nn.Module | Callable[..., tor
     * "thread_padded": one call, the batch padded to a multiple of the CPU thread count by repeating
       its last face (the copies are dropped). Measured on this U-Net in bf16 on CPU, with its
       convolutions fed one memory layout (`nets.unet`): every batch size 1-8 is then bit-identical at
-      1 and 2 threads, and a padded single face costs about the same as an unpadded one at 2 threads,
-      because each thread takes one face.
+      1 and 2 threads. The price is a lone face: it runs as a batch of 2 at 2 threads (measured 1.2 s vs
+      0.7 s for 20 DPM-Solver++ steps), while four faces take 2.0 s instead of 2.75 s.
     """
     if batching == "joint":
         return net
@@ -155,19 +155,15 @@ def sde_score_fn(
     device: torch.device,
     precision: Precision,
     batching: Batching = "joint",
-    clip_denoised: bool = True,
 ) -> NetFn:
     """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input).
 
-    clip_denoised: replace the score by the one whose Tweedie estimate E[x0 | x_t] is clipped to the
-    data range [-1, 1], the counterpart of the DDPM samplers' clip_sample / thresholding. It changes
-    nothing where the estimate is in range; it keeps a young network's score error, amplified by
-    1/mean_coef(t) ~ 150 near t = 1 on the VP-SDE, from driving every sampler to saturated noise.
+    The score is replaced by the one whose Tweedie estimate E[x0 | x_t] is clipped to the data range
+    [-1, 1], the counterpart of the DDPM samplers' clip_sample / thresholding. It changes nothing where
+    the estimate is in range; it keeps a young network's score error, amplified by 1/mean_coef(t) ~ 150
+    near t = 1 on the VP-SDE, from driving every sampler to saturated noise.
     """
     score_fn = _guided(net, sde.std, cond, scale, device, precision, batching)
-    if not clip_denoised:
-        return score_fn
-
     return lambda x, t: clip_score(sde, x, t, score_fn(x, t))
 
 
