@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-dir", help="where decoded images are cached (default runs/cache)")
     p.add_argument("--out", help="run folder (default runs/<model>)")
     p.add_argument("--resume", help="'latest' (the --out folder) or a run folder / state.pt to continue")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        help="checkpoint folder whose weights start the run when there is no state to resume "
+        "(e.g. checkpoints/ddpm after runs/ was lost); steps continue from its card",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     return p.parse_args(argv)
@@ -131,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     from facegen.training import train  # heavy imports only when training
 
     try:
-        folder = train(run, resume_path(args.resume, run.train.out), progress=not args.no_progress)
+        folder = train(
+            run, resume_path(args.resume, run.train.out), progress=not args.no_progress, init_from=args.init_from
+        )
     except (DataError, CheckpointError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

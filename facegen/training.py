@@ -67,13 +67,14 @@ def total_steps(run: RunConfig, n_train: int) -> int:
     return max(1, math.ceil(epochs * n_train / t.batch_size))
 
 
-def learning_rate(run: RunConfig, step: int, total: int) -> float:
-    """Linear warm-up, then constant or cosine decay to 10% of the peak."""
+def learning_rate(run: RunConfig, step: int, total: int, start: int = 0) -> float:
+    """Linear warm-up from `start` (0, or the step a run was restarted from saved weights with a fresh
+    optimiser, whose Adam moments need the warm-up again), then constant or cosine decay to 10% of the peak."""
     t = run.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
+    if step - start < t.warmup_steps:
+        return t.lr * (step - start + 1) / t.warmup_steps
     if t.lr_schedule == "cosine":
-        progress = (step - t.warmup_steps) / max(1, total - t.warmup_steps)
+        progress = (step - start - t.warmup_steps) / max(1, total - start - t.warmup_steps)
         return t.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
     return t.lr
 
@@ -102,6 +103,7 @@ class Trainer:
     opt_d: torch.optim.Optimizer | None = None
     step: int = 0
     wall_s: float = 0.0
+    warm_start: int = 0  # the step the optimiser (re)started from; see learning_rate
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- one optimisation step per family ---------------------------------------------------------
@@ -133,7 +135,7 @@ class Trainer:
             self.train_set.labels, t.batch_size, step, t.seed, self.run.data.balanced, self.dist.rank, self.dist.world
         )
         x, mix = self.batch(self.train_set, idx, gen, train=True)
-        lr = learning_rate(self.run, step, self.extra["total"])
+        lr = learning_rate(self.run, step, self.extra["total"], self.warm_start)
         for opt in (self.opt, self.opt_d):
             if opt is not None:
                 for group in opt.param_groups:
@@ -226,6 +228,7 @@ class Trainer:
         state = {
             "step": self.step,
             "wall_s": self.wall_s,
+            "warm_start": self.warm_start,
             "net": self._bare(self.net).state_dict(),
             "ema": self.ema.state_dict(),
             "opt": self.opt.state_dict(),
@@ -248,6 +251,24 @@ class Trainer:
             self._bare(self.disc).load_state_dict(state["disc"])
             self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.wall_s = int(state["step"]), float(state.get("wall_s", 0.0))
+        self.warm_start = int(state.get("warm_start", 0))
+
+    def init_from(self, folder: Path) -> None:
+        """Start from a checkpoint's (EMA) weights when the training state is gone: the step count and
+        wall time continue from its card, the optimiser starts fresh and the learning rate warms up
+        again; a DCGAN's discriminator (never shipped) starts from scratch."""
+        ckpt_run, tensors, card = checkpoints.load_checkpoint(folder, self.run.model.family)
+        if ckpt_run.model != self.run.model:
+            raise checkpoints.CheckpointError(
+                f"{folder} holds a different {self.run.model.family} model than this run configures "
+                "(compare its config.json with --dry-run)"
+            )
+        checkpoints.load_into(self.ema, tensors, folder)
+        self._bare(self.net).load_state_dict(self.ema.state_dict())
+        self.step = self.warm_start = int(card.get("step", 0))
+        self.wall_s = float(card.get("wall_time_s", 0.0))
+        if self.step >= self.extra["total"]:
+            raise ValueError(f"{folder} is already at step {self.step}; raise --max-steps above it to train on")
 
     def sample_grid(self, path: Path) -> None:
         """One row per group, the same seeds in each row, from the EMA weights."""
@@ -314,8 +335,13 @@ def build_trainer(run: RunConfig, dist_info: Dist) -> Trainer:
     return Trainer(run, device, dist_info, train_set, test_set, net, ema, opt, disc, opt_d, extra=extra)
 
 
-def train(run: RunConfig, resume: Path | None = None, progress: bool = True) -> Path:
-    """Train to the configured budget; returns the exported checkpoint folder (out/checkpoint)."""
+def train(
+    run: RunConfig, resume: Path | None = None, progress: bool = True, init_from: Path | None = None
+) -> Path:
+    """Train to the configured budget; returns the exported checkpoint folder (out/checkpoint).
+
+    `resume` continues a run exactly from its state.pt; `init_from` (used only when there is no state to
+    resume) starts from a checkpoint's weights, for when the state was lost but the weights were shipped."""
     set_cpu_threads()
     dist_info = init_distributed(run.train.device)
     trainer = build_trainer(run, dist_info)
@@ -324,6 +350,14 @@ def train(run: RunConfig, resume: Path | None = None, progress: bool = True) -> 
     if resume is not None:
         trainer.load(checkpoints.load_state(resume))
         log.info("resumed from %s at step %d", resume, trainer.step)
+    elif init_from is not None:
+        trainer.init_from(init_from)
+        log.warning(
+            "no training state: started from the weights in %s at step %d with a fresh optimiser%s",
+            init_from,
+            trainer.step,
+            " and a fresh discriminator" if trainer.disc is not None else "",
+        )
     total = trainer.extra["total"]
     log_path = out / "log.jsonl"
     if dist_info.main:

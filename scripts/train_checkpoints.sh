@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # Train (or resume) the three shipped models and the group classifier on UTKFace, in the background,
 # one thread each (two OpenMP processes on two cores stall each other otherwise). Safe to re-run: every
-# run resumes from runs/<model>/state.pt. Then ship with scripts/ship_checkpoints.sh.
+# run resumes from runs/<model>/state.pt; when that state is gone (a fresh machine) it starts from the shipped
+# weights in checkpoints/<model> instead of from scratch. Then ship with scripts/ship_checkpoints.sh.
+# MODELS="ddpm sde" trains a subset (e.g. to give the diffusion models the two cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/utkface64}
 PY=${PY:-.venv/bin/python}
 mkdir -p runs
 export OMP_NUM_THREADS=1
-for model in ddpm sde; do
-  nohup nice -n 5 "$PY" train.py --model "$model" --data "$DATA" --max-steps 40000 --out "runs/$model" \
-    --resume latest --no-progress >>"runs/$model.log" 2>&1 &
+MODELS=${MODELS:-ddpm sde dcgan}
+init_from() { [ -f "checkpoints/$1/model.safetensors" ] && echo "--init-from checkpoints/$1"; }
+for model in $MODELS; do
+  case $model in
+    dcgan) budget=(--max-steps 20000 --save-every 250 --sample-every 500) ;;
+    *) budget=(--max-steps 40000) ;;
+  esac
+  # shellcheck disable=SC2046  # init_from prints zero or two words
+  nohup nice -n 5 "$PY" train.py --model "$model" --data "$DATA" "${budget[@]}" --out "runs/$model" \
+    --resume latest $(init_from "$model") --no-progress >>"runs/$model.log" 2>&1 &
 done
-nohup nice -n 5 "$PY" train.py --model dcgan --data "$DATA" --max-steps 20000 --save-every 250 --sample-every 500 \
-  --out runs/dcgan --resume latest --no-progress >>runs/dcgan.log 2>&1 &
-if [ ! -f runs/classifier/model.safetensors ]; then
+if [ ! -f runs/classifier/model.safetensors ] && [ ! -f checkpoints/classifier/model.safetensors ]; then
   nohup nice -n 5 "$PY" -m facegen.classifier --data "$DATA" --steps 1500 --out runs/classifier >>runs/classifier.log 2>&1 &
 fi
 echo "training in the background; follow runs/*/log.jsonl and runs/*/samples-*.png"

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from facegen.checkpoints import load_checkpoint, load_state
+from facegen.checkpoints import CheckpointError, load_checkpoint, load_state
+from facegen.config import RunConfig
 from facegen.pipeline import FaceGenerator
-from facegen.training import train
+from facegen.training import Trainer, learning_rate, train
 from tests.conftest import REPO, SHARED_DATA, tiny_run
 
 
@@ -88,6 +89,50 @@ def test_resume_matches_an_uninterrupted_run(session_faces: Path, tmp_path: Path
     assert all(torch.equal(sa["net"][k], sb["net"][k]) for k in sa["net"])
     steps = [json.loads(r)["step"] for r in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # no gap, no duplicate after the resume
+
+
+@pytest.mark.parametrize("family", ["ddpm", "dcgan"])
+def test_init_from_shipped_weights_when_the_state_is_lost(session_faces: Path, tmp_path: Path, family: str) -> None:
+    first = train(tiny_run(family, session_faces, tmp_path / "a", max_steps=4, save_every=4), progress=False)
+    _, shipped, card = load_checkpoint(first)
+    lost = tmp_path / "b"  # a fresh machine: no state.pt, only the exported weights
+    run = tiny_run(family, session_faces, lost, max_steps=4, save_every=100, sample_every=100)
+    with pytest.raises(ValueError, match="already at step 4"):
+        train(run, init_from=first, progress=False)
+    seen: list[dict[str, torch.Tensor]] = []
+    real_step = Trainer.train_step
+
+    def spy(self: Trainer) -> dict[str, float]:
+        seen.append({k: v.clone() for k, v in self.ema.state_dict().items()})
+        return real_step(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "train_step", spy)
+        out = train(tiny_run(family, session_faces, lost, max_steps=6, save_every=100), init_from=first, progress=False)
+    assert len(seen) == 2  # steps 5 and 6 only: the count continued from the card
+    assert all(torch.equal(seen[0][k].to(shipped[k].dtype), shipped[k]) for k in shipped)
+    _, after, new_card = load_checkpoint(out)
+    assert new_card["step"] == 6 and new_card["wall_time_s"] >= card["wall_time_s"]
+    assert any(not torch.equal(after[k], shipped[k]) for k in shipped)
+    assert load_state(lost)["warm_start"] == 4  # a later --resume keeps the re-warmed schedule
+
+
+def test_init_from_refuses_another_model(session_faces: Path, tmp_path: Path) -> None:
+    ddpm = train(tiny_run("ddpm", session_faces, tmp_path / "d", max_steps=2, save_every=2), progress=False)
+    with pytest.raises(CheckpointError, match="not a sde model"):
+        train(tiny_run("sde", session_faces, tmp_path / "s", max_steps=4), init_from=ddpm, progress=False)
+    res = run_cli(
+        "--model", "ddpm", "--data", str(session_faces), "--preset", "tiny", "--image-size", "32",
+        "--out", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "cache"), "--init-from", str(ddpm),
+    )  # fmt: skip
+    assert res.returncode == 2 and "different ddpm model" in res.stderr
+
+
+def test_warm_up_restarts_with_a_fresh_optimiser() -> None:
+    run = RunConfig.model_validate({"model": {"family": "ddpm"}, "data": {"path": "x"}, "train": {"warmup_steps": 10}})
+    assert learning_rate(run, 0, 100) == pytest.approx(run.train.lr / 10)
+    assert learning_rate(run, 50, 100) == run.train.lr
+    assert learning_rate(run, 50, 100, start=50) == pytest.approx(run.train.lr / 10)
 
 
 @pytest.mark.slow
