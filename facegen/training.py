@@ -335,9 +335,7 @@ def build_trainer(run: RunConfig, dist_info: Dist) -> Trainer:
     return Trainer(run, device, dist_info, train_set, test_set, net, ema, opt, disc, opt_d, extra=extra)
 
 
-def train(
-    run: RunConfig, resume: Path | None = None, progress: bool = True, init_from: Path | None = None
-) -> Path:
+def train(run: RunConfig, resume: Path | None = None, progress: bool = True, init_from: Path | None = None) -> Path:
     """Train to the configured budget; returns the exported checkpoint folder (out/checkpoint).
 
     `resume` continues a run exactly from its state.pt; `init_from` (used only when there is no state to
