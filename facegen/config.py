@@ -76,6 +76,10 @@ class DCGANConfig(Frozen):
     latent_dim: int = Field(100, ge=1, le=1024)
     g_channels: int = Field(64, ge=4, le=512)
     d_channels: int = Field(64, ge=4, le=512)
+    # How D sees the mix: "concat" adds K constant input planes (Mirza & Osindero's cGAN); "projection"
+    # adds <E·mix, pooled features> to the logit (Miyato & Koyama 2018), a stronger class signal. D only:
+    # the generator, and so every shipped checkpoint, is the same either way.
+    d_conditioning: Literal["concat", "projection"] = "concat"
 
 
 class ModelConfig(Frozen):

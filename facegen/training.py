@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from facegen import checkpoints, plots
 from facegen.conditioning import condition_vector, drop_labels
-from facegen.config import RunConfig
+from facegen.config import ModelConfig, RunConfig
 from facegen.data import FaceSet, augment, batch_indices, load_faces, split, to_model_range
 from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
 from facegen.diffusion.sde import dsm_loss, make_sde
@@ -258,7 +258,7 @@ class Trainer:
         wall time continue from its card, the optimiser starts fresh and the learning rate warms up
         again; a DCGAN's discriminator (never shipped) starts from scratch."""
         ckpt_run, tensors, card = checkpoints.load_checkpoint(folder, self.run.model.family)
-        if ckpt_run.model != self.run.model:
+        if _weights_config(ckpt_run.model) != _weights_config(self.run.model):
             raise checkpoints.CheckpointError(
                 f"{folder} holds a different {self.run.model.family} model than this run configures "
                 "(compare its config.json with --dry-run)"
@@ -282,6 +282,11 @@ class Trainer:
         tmp = path.with_name(f".{path.name}.tmp.png")
         plots.grid(rows, list(m.groups)).save(tmp)
         tmp.replace(path)
+
+
+def _weights_config(model: ModelConfig) -> ModelConfig:
+    """The model config less what only shapes the (never shipped) discriminator."""
+    return model.model_copy(update={"dcgan": model.dcgan.model_copy(update={"d_conditioning": "concat"})})
 
 
 def _truncate_log(path: Path, step: int) -> None:

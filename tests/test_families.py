@@ -55,9 +55,10 @@ def test_diffusion_loss_falls_on_a_fixed_batch(family: str, kind: str) -> None:
     assert loss().item() < 0.8 * first.item()
 
 
-def test_gan_losses_finite_and_discriminator_learns() -> None:
+@pytest.mark.parametrize("d_conditioning", ["concat", "projection"])
+def test_gan_losses_finite_and_discriminator_learns(d_conditioning: str) -> None:
     torch.manual_seed(0)
-    run = resolve("tiny", "dcgan", {"data": {"path": "x"}})
+    run = resolve("tiny", "dcgan", {"data": {"path": "x"}, "model": {"dcgan": {"d_conditioning": d_conditioning}}})
     G, D = build_sampling_net(run.model), build_discriminator(run.model)
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     x0, mix = fixed_batch()
@@ -76,6 +77,20 @@ def test_gan_losses_finite_and_discriminator_learns() -> None:
         d_loss().backward()
         opt_d.step()
     assert torch.isfinite(first) and d_loss().item() < 0.8 * first.item()
+
+
+def test_projection_discriminator_scores_a_blend_as_the_blend_of_its_groups() -> None:
+    torch.manual_seed(0)
+    run = resolve("tiny", "dcgan", {"data": {"path": "x"}, "model": {"dcgan": {"d_conditioning": "projection"}}})
+    D = build_discriminator(run.model).eval()
+    x, _ = fixed_batch()
+    white, black = torch.eye(5)[[0]].expand(8, -1), torch.eye(5)[[1]].expand(8, -1)
+    with torch.no_grad():
+        torch.nn.init.normal_(D.embed.weight)  # a trained embedding, not the near-zero init
+        blend, a, b = D(x, 0.3 * white + 0.7 * black), D(x, white), D(x, black)
+    assert not torch.allclose(a, b)  # the group moves the logit ...
+    torch.testing.assert_close(blend, 0.3 * a + 0.7 * b)  # ... linearly in the mix
+    assert D.net[0].in_channels == 3  # no mix planes at the input
 
 
 def test_dcgan_128_variant_shapes() -> None:

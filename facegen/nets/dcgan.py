@@ -3,7 +3,8 @@
 The 64 px networks are the paper's: G lifts a latent to 4x4x(8·ngf) and doubles the resolution four
 times with stride-2 transposed convolutions, batch norm and ReLU, ending in tanh; D mirrors it with
 stride-2 convolutions and LeakyReLU(0.2). Each extra doubling of the image adds one block (the 128 px
-variant has five). The mix enters G concatenated to the latent and D as K constant feature planes.
+variant has five). The mix enters G concatenated to the latent; D sees it either as K constant input
+planes or through a projection of its last features (DCGANConfig.d_conditioning).
 """
 
 from __future__ import annotations
@@ -53,19 +54,29 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """(B, 3, H, W) image, (B, K) mix -> (B,) real/fake logit."""
+    """(B, 3, H, W) image, (B, K) mix -> (B,) real/fake logit.
+
+    With projection conditioning the logit is psi(h) + <E mix, sum_xy h> for the last 4x4 features h:
+    linear in the mix, so a blend is scored as the same blend of the per-group projections."""
 
     def __init__(self, cfg: DCGANConfig, image_size: int, num_groups: int) -> None:
         super().__init__()
         n = _levels(image_size)
         width = [cfg.d_channels * 2 ** min(i, 3) for i in range(n)]  # e.g. 64,128,256,512
-        layers: list[nn.Module] = [nn.Conv2d(3 + num_groups, width[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        self.projection = cfg.d_conditioning == "projection"
+        planes = 0 if self.projection else num_groups
+        layers: list[nn.Module] = [nn.Conv2d(3 + planes, width[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(width, width[1:], strict=False):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(width[-1], 1, 4, 1, 0, bias=False)]  # 1x1 logit
         self.net = nn.Sequential(*layers)
+        self.embed = nn.Linear(num_groups, width[-1], bias=False) if self.projection else None
         self.apply(init_weights)
 
     def forward(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-        planes = mix.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
-        return self.net(torch.cat([x, planes], dim=1)).flatten()
+        if self.embed is None:
+            planes = mix.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            return self.net(torch.cat([x, planes], dim=1)).flatten()
+        h = self.net[:-1](x)
+        class_term = (self.embed(mix.to(h.dtype)) * h.sum((2, 3))).sum(1)
+        return self.net[-1](h).flatten() + class_term
