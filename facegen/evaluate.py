@@ -225,6 +225,27 @@ def steps_plot(curves: dict[tuple[str, str, int], list[dict]], real: dict, path:
     plt.close(fig)
 
 
+def _setting_key(r: dict) -> tuple:
+    return r["family"], r.get("training_step"), r["sampler"], r["steps"], r.get("guidance", 1.0)
+
+
+def carry_over(results: list[dict], earlier: dict, reference_faces: int, n: int) -> list[dict]:
+    """Rows of an earlier report that this run did not re-measure (e.g. snapshots since deleted), so a
+    quality-vs-steps curve survives the loss of its early checkpoints. Only from the same reference
+    split and faces per mix; each carried row names the command that measured it."""
+    if earlier.get("reference", {}).get("faces") != reference_faces or earlier.get("n") != n:
+        raise ValueError(
+            f"the earlier report used {earlier.get('reference', {}).get('faces')} reference faces and "
+            f"n = {earlier.get('n')}; this run uses {reference_faces} and n = {n}: not comparable"
+        )
+    have = {_setting_key(r) for r in results}
+    return [
+        {**r, "carried_from": r.get("carried_from", earlier.get("command", "an earlier run"))}
+        for r in earlier.get("results", [])
+        if _setting_key(r) not in have
+    ]
+
+
 def _mean_pure_accuracy(r: dict) -> float:
     return float(np.mean(list(r["pure_mix_accuracy"].values())))
 
@@ -276,10 +297,14 @@ def markdown(report: dict) -> str:
         ]
         for (family, sampler, steps), rows in curves.items():
             for r in rows:
+                mark = " †" if "carried_from" in r else ""
                 lines.append(
-                    f"| {family} | {sampler} | {steps} | {r['training_step']} | {r['face_detection_rate']:.2f} | "
+                    f"| {family} | {sampler} | {steps} | {r['training_step']}{mark} | {r['face_detection_rate']:.2f} | "
                     f"{_mean_pure_accuracy(r):.2f} | {r['diversity']:.2f} |"
                 )
+        carried = sorted({r["carried_from"] for r in report["results"] if "carried_from" in r})
+        if carried:
+            lines += ["", "† measured earlier on snapshots no longer kept, by: " + "; ".join(f"`{c}`" for c in carried)]
         lines += ["", "![quality vs training steps](quality_vs_steps.png)"]
     lines += ["", "![quality vs NFE](quality_vs_nfe.png)", ""]
     lines += [f"![{r['model']} {r['sampler']}]({r['sample_grid']})" for r in report["results"]]
@@ -299,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default="runs/cache")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("eval"))
+    p.add_argument(
+        "--keep-earlier",
+        type=Path,
+        help="an earlier report.json whose rows this run does not re-measure are kept (trend of lost snapshots)",
+    )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     a.out.mkdir(parents=True, exist_ok=True)
@@ -344,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             log.info("%s", json.dumps({k: v for k, v in results[-1].items() if k != "mixes"}))
+    if a.keep_earlier is not None:
+        try:
+            earlier = json.loads(a.keep_earlier.read_text())
+            results += carry_over(results, earlier, real["faces"], a.n)
+        except (OSError, json.JSONDecodeError, ValueError, KeyError) as err:
+            raise SystemExit(f"error: --keep-earlier {a.keep_earlier}: {err}") from None
     report = {
         "reference": {"path": a.reference, "faces": real["faces"]},
         "n": a.n,

@@ -8,7 +8,9 @@ PY=${PY:-.venv/bin/python}
 N=${N:-20}
 N_TREND=${N_TREND:-10}
 mkdir -p checkpoints
-"$PY" -m facegen.export runs/classifier checkpoints/classifier
+if [ -f runs/classifier/model.safetensors ]; then  # else the shipped classifier stays
+  "$PY" -m facegen.export runs/classifier checkpoints/classifier
+fi
 "$PY" -m facegen.evaluate --checkpoints runs/ddpm/checkpoint runs/sde/checkpoint runs/dcgan/checkpoint \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N" --blends 2 \
   --settings ddpm=dpmpp:10 ddpm=dpmpp:20 ddpm=dpmpp:20:3 ddpm=ddim:50 sde=ode:25 sde=euler_maruyama:100 dcgan=single:1 \
@@ -17,7 +19,10 @@ for model in ddpm sde dcgan; do
   "$PY" -m facegen.export "runs/$model/checkpoint" "checkpoints/$model" --eval docs/eval/report.json
 done
 bash scripts/snapshot_runs.sh
-"$PY" -m facegen.evaluate --checkpoints runs/snapshots/* \
+# Rows of the previous trend whose snapshots are gone (runs/ lost with a machine) are kept, marked †.
+keep=()
+[ -f docs/eval/trend/report.json ] && cp docs/eval/trend/report.json runs/trend-before.json && keep=(--keep-earlier runs/trend-before.json)
+"$PY" -m facegen.evaluate --checkpoints runs/snapshots/* "${keep[@]}" \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N_TREND" --blends 2 \
   --settings ddpm=dpmpp:20 sde=euler_maruyama:50 dcgan=single:1 --out docs/eval/trend
 # The README's loss curves and the latest training sample grid of each run.

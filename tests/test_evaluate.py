@@ -161,6 +161,17 @@ def test_snapshots_of_one_run_give_a_quality_vs_training_steps_curve(
     assert (out / "quality_vs_steps.png").stat().st_size > 1000
     assert "| ddpm | ddim | 3 | 40 |" in (out / "report.md").read_text()
 
+    # The step-4 snapshot is lost; a later run over the step-40 one keeps the step-4 row from the report.
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    base = ["--checkpoints", snapshots[1], *argv[3:], "--cache-dir", str(tmp_path / "c"), "--device", "cpu"]
+    assert main([*base, "--out", str(again), "--keep-earlier", str(out / "report.json")]) == 0
+    kept = json.loads((again / "report.json").read_text())["results"]
+    assert [(r["training_step"], "carried_from" in r) for r in kept] == [(40, False), (4, True)]
+    assert "| ddpm | ddim | 3 | 4 † |" in (again / "report.md").read_text()
+    with pytest.raises(SystemExit, match="not comparable"):
+        main([*base, "--n", "3", "--out", str(again), "--keep-earlier", str(out / "report.json")])
+
 
 @pytest.mark.slow
 @pytest.mark.data
