@@ -39,7 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timesteps", type=int, help="DDPM T (default 1000)")
     p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast dtype (default bf16)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast dtype (default auto: bf16 where the hardware has native kernels, else fp32 on CPU)",
+    )
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--max-steps", type=int, help="optimisation steps")
     budget.add_argument("--epochs", type=float, help="passes over the training faces (default 1)")

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facegen.conditioning import condition_vector  # noqa: E402
 from facegen.config import resolve  # noqa: E402
-from facegen.runtime import generator  # noqa: E402
+from facegen.runtime import cpu_has_native_bf16, generator  # noqa: E402
 from facegen.training import Dist, Trainer, build_trainer  # noqa: E402
 
 
@@ -64,6 +64,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if not cpu_has_native_bf16():
+        print(
+            "note: this CPU has no native bf16 kernels; bf16 runs tens of times slower here, and `auto` trains in fp32"
+        )
     print(f"torch {torch.__version__}, {a.threads} CPU threads, {a.image_size} px, {a.steps} steps of the cpu preset")
     print(f"{'family':7} {'fp32 held-out':>14} {'bf16 held-out':>14} {'bf16/fp32':>10} {'fp32 s':>8} {'bf16 s':>8}")
     for family in a.families:

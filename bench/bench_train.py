@@ -1,5 +1,7 @@
-"""Training throughput per family at 64 px: facegen's step (bf16 autocast, its recipe) against a plain
-fp32 PyTorch loop on the same network, in the same run. Prints images/s.
+"""Training throughput per family at 64 px: facegen's step (fp32 and bf16 autocast, its recipe) against
+a plain fp32 PyTorch loop on the same network, in the same run. Prints images/s and which precision
+`auto` picks on this machine. On a CPU without native bf16 kernels the bf16 column is timed with one
+step only (it is tens of times slower there) unless --steps-bf16 says otherwise.
 
     python bench/bench_train.py [--steps 4] [--threads 2]
 """
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from facegen.config import resolve  # noqa: E402
 from facegen.data import FaceSet  # noqa: E402
 from facegen.nets import build_discriminator, build_sampling_net, count_parameters  # noqa: E402
+from facegen.runtime import cpu_has_native_bf16, resolve_precision  # noqa: E402
 from facegen.training import Dist, Trainer, build_trainer  # noqa: E402
 
 BATCH = {"ddpm": 32, "sde": 32, "dcgan": 64}
@@ -111,11 +114,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--families", nargs="+", default=["ddpm", "sde", "dcgan"])
+    p.add_argument("--steps-bf16", type=int, help="bf16 steps (default --steps, or 1 without native bf16)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    native = cpu_has_native_bf16()
+    steps = {"fp32": a.steps, "bf16": a.steps_bf16 or (a.steps if native else 1)}
     print(f"torch {torch.__version__}, {a.threads} CPU threads, 64 px, median of {a.steps} steps after a warm-up")
     print(
-        f"{'family':7} {'batch':>5} {'params':>8} {'fp32 ref img/s':>15} {'facegen fp32':>13} {'facegen bf16':>13} {'speed-up':>9}"
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 kernels: {native}, "
+        f"precision auto -> {resolve_precision('auto', torch.device('cpu'))}; bf16 timed over {steps['bf16']} step(s)"
+    )
+    print(
+        f"{'family':7} {'batch':>5} {'params':>8} {'fp32 ref img/s':>15} {'facegen fp32':>13} {'facegen bf16':>13} {'auto/ref':>9}"
     )
     for family in a.families:
         ref_step, params = plain_fp32_step(family)
@@ -128,10 +138,10 @@ def main() -> None:
                 tr.train_step()
                 tr.step += 1
 
-            ours[precision] = BATCH[family] / time_steps(step, a.steps)
+            ours[precision] = BATCH[family] / time_steps(step, steps[precision])
         print(
             f"{family:7} {BATCH[family]:>5} {params / 1e6:>7.1f}M {ref:>15.1f} {ours['fp32']:>13.1f} "
-            f"{ours['bf16']:>13.1f} {ours['bf16'] / ref:>8.2f}x",
+            f"{ours['bf16']:>13.1f} {ours['bf16' if native else 'fp32'] / ref:>8.2f}x",
             flush=True,
         )
 

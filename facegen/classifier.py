@@ -107,7 +107,7 @@ def per_group_accuracy(pred: torch.Tensor, labels: torch.Tensor, k: int) -> list
 
 
 def train_classifier(
-    data: DataConfig, out: Path, steps: int, batch: int = 64, lr: float = 2e-3, seed: int = 0, precision: str = "bf16"
+    data: DataConfig, out: Path, steps: int, batch: int = 64, lr: float = 2e-3, seed: int = 0, precision: str = "auto"
 ) -> dict[str, object]:
     set_cpu_threads()
     faces = load_faces(data, 64)

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Family = Literal["ddpm", "sde", "dcgan"]
 LabelFormat = Literal["utkface", "folders", "celeba", "none"]
-Precision = Literal["fp32", "bf16", "fp16"]
+# "auto": bf16 where the hardware runs it natively, else fp32 on the CPU (runtime.resolve_precision).
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 UTKFACE_GROUPS: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
@@ -132,7 +133,7 @@ class DataConfig(Frozen):
 class TrainConfig(Frozen):
     seed: int = Field(0, ge=0, lt=2**63)
     device: DeviceName = "auto"
-    precision: Precision = "bf16"
+    precision: Precision = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
     max_steps: int | None = Field(None, ge=1)
     epochs: float | None = Field(None, gt=0)

@@ -27,7 +27,7 @@ from facegen.config import Family, ModelConfig, Precision
 from facegen.diffusion.samplers import Step
 from facegen.nets import build_sampling_net
 from facegen.plots import to_pil
-from facegen.runtime import pick_device
+from facegen.runtime import pick_device, resolve_precision
 from facegen.sampling import DEFAULT_STEPS, SAMPLERS, STEP_RANGE, Batching, Request, final, stream
 
 MAX_SEED = 2**32 - 1
@@ -54,7 +54,8 @@ class FaceGenerator:
     ) -> FaceGenerator:
         """Load a checkpoint folder (config.json + model.safetensors), verified, onto `device`.
 
-        precision: autocast for sampling; default bf16 on CPU (1.3-1.5x faster here) and fp16 on CUDA.
+        precision: autocast for sampling; default "auto": fp16 on CUDA, bf16 on a CPU with native bf16
+        kernels (1.3-1.5x faster there), else fp32 (runtime.resolve_precision).
         """
         path = Path(path)
         run, tensors, card = load_checkpoint(path, family)
@@ -62,8 +63,7 @@ class FaceGenerator:
         load_into(net, tensors, path / WEIGHTS_NAME)
         dev = pick_device(device)
         net = net.to(dev).eval().requires_grad_(False)
-        if precision is None:
-            precision = "fp16" if dev.type == "cuda" else "bf16"
+        precision = resolve_precision(precision or "auto", dev, purpose="sample")
         digest = hashlib.sha256((path / WEIGHTS_NAME).read_bytes()).hexdigest()[:16]
         return cls(run.model, net, dev, precision, card, path.name, digest)
 
@@ -137,7 +137,8 @@ class FaceGenerator:
     def _batching(self) -> Batching:
         """With batch_invariant (the default) seed s gives the same pixels in any batch: the U-Net in bf16
         on the CPU runs the batch in one call, padded to the thread count (verified bit for bit, see
-        `sampling.batched`); every other case (CUDA kernels, fp32, the DCGAN) one face per call."""
+        `sampling.batched`); every other case (CUDA kernels, the DCGAN, and fp32, where oneDNN's GEMM
+        blocking differs between batch 1 and 3 even at one thread: measured) one face per call."""
         if not self.batch_invariant:
             return "joint"
         if self.device.type == "cpu" and self.precision == "bf16" and self.family != "dcgan":

@@ -8,9 +8,12 @@ depends only on its own seed, never on the batch it lands in or on the global RN
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import logging
 import os
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
@@ -28,13 +31,44 @@ def pick_device(name: DeviceName | str = "auto") -> torch.device:
     return torch.device(name)
 
 
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX512-BF16, AMX, or AVX512 emulation). Without
+    them bf16 autocast falls back to reference loops: a 64 px U-Net training step measured 27x slower
+    than fp32 on an AVX2-only AMD EPYC (90 s vs 3.4 s at 2 threads)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # private API: assume the worst when it is gone
+        return False
+
+
+def resolve_precision(
+    precision: Precision, device: torch.device, purpose: Literal["train", "sample"] = "train"
+) -> Precision:
+    """Turn "auto" into what pays on this hardware: on CUDA fp16 for sampling and bf16 for training
+    (fp16 with a grad scaler where bf16 is missing); on the CPU bf16 only with native kernels, else fp32.
+    An explicit choice is kept, with a warning when it is the slow bf16 fallback."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16" if purpose == "sample" or not torch.cuda.is_bf16_supported() else "bf16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("this CPU has no native bf16 kernels: bf16 runs many times slower than fp32 here (use auto)")
+    return precision
+
+
 def autocast_dtype(precision: Precision) -> torch.dtype | None:
+    if precision == "auto":
+        raise ValueError("resolve 'auto' precision with resolve_precision() first")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
     """Mixed precision where it pays: bf16 on CPU and GPU, fp16 on GPU only (no CPU fp16 kernels)."""
-    dtype = autocast_dtype(precision)
+    dtype = autocast_dtype(resolve_precision(precision, device) if precision == "auto" else precision)
     if dtype is None:
         return contextlib.nullcontext()
     if dtype == torch.float16 and device.type == "cpu":

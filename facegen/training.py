@@ -30,7 +30,7 @@ from facegen.data import FaceSet, augment, batch_indices, load_faces, split, to_
 from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
 from facegen.diffusion.sde import dsm_loss, make_sde
 from facegen.nets import build_discriminator, build_sampling_net, count_parameters
-from facegen.runtime import autocast, derive_seed, generator, pick_device, set_cpu_threads
+from facegen.runtime import autocast, derive_seed, generator, pick_device, resolve_precision, set_cpu_threads
 from facegen.sampling import final, sample_grid_request, stream
 
 log = logging.getLogger(__name__)
@@ -303,6 +303,8 @@ def build_trainer(run: RunConfig, dist_info: Dist) -> Trainer:
     faces = load_faces(run.data, run.model.image_size)
     if faces.groups != run.model.groups:  # group names travel from the data into the checkpoint
         run = run.model_copy(update={"model": run.model.model_copy(update={"groups": faces.groups})})
+    precision = resolve_precision(run.train.precision, device)  # recorded as chosen, e.g. in the card
+    run = run.model_copy(update={"train": run.train.model_copy(update={"precision": precision})})
     train_set, test_set = split(faces, run.data.test_fraction)
     if len(train_set) < run.train.batch_size:
         log.warning(

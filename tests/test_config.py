@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -94,3 +95,32 @@ def test_cli_rejects_out_of_range_options(args: list[str], message: str) -> None
 def test_cli_rejects_unknown_family() -> None:
     res = _train("--model", "vae", "--data", "x")
     assert res.returncode == 2 and "invalid choice" in res.stderr
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_takes_bf16_only_where_the_cpu_runs_it_natively(
+    native: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
+    from facegen import runtime
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+    assert runtime.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert runtime.resolve_precision("fp32", cpu) == "fp32"
+    with caplog.at_level("WARNING", logger="facegen.runtime"):
+        assert runtime.resolve_precision("bf16", cpu) == "bf16"  # an explicit choice is kept ...
+    assert ("slower than fp32" in caplog.text) is not native  # ... with a warning where it is slow
+    with pytest.raises(ValueError, match="resolve"):
+        runtime.autocast_dtype("auto")
+
+
+def test_training_records_the_precision_it_chose(session_faces: Path, tmp_path: Path) -> None:
+    from facegen.runtime import cpu_has_native_bf16
+    from facegen.training import train
+    from tests.conftest import tiny_run
+
+    out = train(tiny_run("ddpm", session_faces, tmp_path / "r", max_steps=1, precision="auto"), progress=False)
+    chosen = json.loads((out / "config.json").read_text())["train"]["precision"]
+    assert chosen == ("bf16" if cpu_has_native_bf16() else "fp32")

@@ -24,7 +24,7 @@ def _levels(image_size: int) -> int:
 
 def init_weights(module: nn.Module) -> None:
     """The paper's init: conv weights ~ N(0, 0.02), batch-norm scale ~ N(1, 0.02), bias 0."""
-    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
         nn.init.normal_(module.weight, 0.0, 0.02)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
@@ -56,8 +56,10 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """(B, 3, H, W) image, (B, K) mix -> (B,) real/fake logit.
 
-    With projection conditioning the logit is psi(h) + <E mix, sum_xy h> for the last 4x4 features h:
-    linear in the mix, so a blend is scored as the same blend of the per-group projections."""
+    With projection conditioning the logit is psi(h) + <E mix, mean_xy h> for the last 4x4 features h:
+    linear in the mix, so a blend is scored as the same blend of the per-group projections. Mean (not
+    SNGAN's sum) pooling and E ~ N(0, 0.02) keep the class term at the scale of psi without spectral
+    norm: with sum pooling and PyTorch's default init the first 50 steps averaged a D loss of 22."""
 
     def __init__(self, cfg: DCGANConfig, image_size: int, num_groups: int) -> None:
         super().__init__()
@@ -78,5 +80,5 @@ class Discriminator(nn.Module):
             planes = mix.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
             return self.net(torch.cat([x, planes], dim=1)).flatten()
         h = self.net[:-1](x)
-        class_term = (self.embed(mix.to(h.dtype)) * h.sum((2, 3))).sum(1)
+        class_term = (self.embed(mix.to(h.dtype)) * h.mean((2, 3))).sum(1)
         return self.net[-1](h).flatten() + class_term
