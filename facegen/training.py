@@ -7,12 +7,16 @@ Rank 0 writes everything; under `torchrun` the model is wrapped in DistributedDa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import platform
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,7 +143,7 @@ class Trainer:
         for opt in (self.opt, self.opt_d):
             if opt is not None:
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_mult", 1.0)
         if self.run.model.family == "dcgan":
             return self.gan_step(x, mix, gen) | {"lr": lr}
         cond = drop_labels(condition_vector(mix), t.cond_dropout, gen)
@@ -246,7 +250,12 @@ class Trainer:
     def load(self, state: dict[str, Any]) -> None:
         self._bare(self.net).load_state_dict(state["net"])
         self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
+        try:
+            self.opt.load_state_dict(state["opt"])
+        except ValueError as err:  # e.g. a state from before the mix embedding had its own group
+            raise checkpoints.CheckpointError(
+                f"the optimiser state does not fit this run ({err}); start from the weights with --init-from"
+            ) from None
         if self.disc is not None and self.opt_d is not None:
             self._bare(self.disc).load_state_dict(state["disc"])
             self.opt_d.load_state_dict(state["opt_d"])
@@ -331,7 +340,11 @@ def build_trainer(run: RunConfig, dist_info: Dist) -> Trainer:
         opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr, betas=(0.5, 0.999))
         opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.5, 0.999))
     else:
-        opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=0.0)
+        named = list(net.named_parameters())
+        table = [p for n, p in named if n.startswith("mix_embedding.")]
+        rest = [p for n, p in named if not n.startswith("mix_embedding.")]
+        groups = [{"params": rest}, {"params": table, "lr_mult": t.cond_lr_mult}]
+        opt = torch.optim.AdamW(groups, lr=t.lr, weight_decay=0.0)
         extra["alpha_bar"] = alphas_cumprod(run.model.ddpm)
         extra["sde"] = make_sde(run.model.sde)
     if dist_info.world > 1:
@@ -340,6 +353,24 @@ def build_trainer(run: RunConfig, dist_info: Dist) -> Trainer:
         if disc is not None:
             disc = nn.parallel.DistributedDataParallel(disc, device_ids=ids)
     return Trainer(run, device, dist_info, train_set, test_set, net, ema, opt, disc, opt_d, extra=extra)
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or Ctrl-C, so the loop can save the step it is on and stop cleanly
+    (`kill` or the end of a session then costs nothing; SIGKILL still leaves the last periodic save)."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: event.set())
+    try:
+        yield event
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def train(run: RunConfig, resume: Path | None = None, progress: bool = True, init_from: Path | None = None) -> Path:
@@ -389,6 +420,17 @@ def train(run: RunConfig, resume: Path | None = None, progress: bool = True, ini
         unit="step",
         dynamic_ncols=True,
     )
+    with stop_requests() as stop:
+        _loop(trainer, total, bar, log_path, out, stop)
+    bar.close()
+    if dist_info.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out / CHECKPOINT_DIR
+
+
+def _loop(trainer: Trainer, total: int, bar: tqdm, log_path: Path, out: Path, stop: threading.Event) -> None:
+    run, dist_info = trainer.run, trainer.dist
     window: list[dict[str, float]] = []
     t0 = time.perf_counter()
     while trainer.step < total:
@@ -401,9 +443,12 @@ def train(run: RunConfig, resume: Path | None = None, progress: bool = True, ini
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['train_loss']:.4f}")
         t, step = run.train, trainer.step
+        stopping = stop.is_set()
         if not dist_info.main:
+            if stopping:
+                break
             continue
-        boundary = step % t.save_every == 0 or step == total
+        boundary = step % t.save_every == 0 or step == total or stopping
         if step % t.log_every == 0 or boundary:
             row: dict[str, Any] = {"step": step, "epoch": round(step * t.batch_size / len(trainer.train_set), 3)}
             for key in window[0]:
@@ -417,11 +462,9 @@ def train(run: RunConfig, resume: Path | None = None, progress: bool = True, ini
         if boundary:
             trainer.save(out)
             plots.loss_curves(log_path, out / "loss.png")
+        if stopping:
+            log.warning("stopped by a signal at step %d of %d, saved; continue with --resume latest", step, total)
+            break
         if step % t.sample_every == 0 or step == total:
             trainer.sample_grid(out / f"samples-{step:07d}.png")
         t0 = time.perf_counter()
-    bar.close()
-    if dist_info.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return out / CHECKPOINT_DIR

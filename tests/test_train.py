@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ import torch
 from facegen.checkpoints import CheckpointError, load_checkpoint, load_state
 from facegen.config import RunConfig
 from facegen.pipeline import FaceGenerator
-from facegen.training import Trainer, learning_rate, train
+from facegen.training import Dist, Trainer, build_trainer, learning_rate, train
 from tests.conftest import REPO, SHARED_DATA, tiny_run
 
 
@@ -226,3 +229,41 @@ def test_seed_and_group_names_are_honoured(tmp_path: Path) -> None:
     same = all(torch.equal(outs[0][1][k], outs[1][1][k]) for k in outs[0][1])
     differ = any(not torch.equal(outs[0][1][k], outs[2][1][k]) for k in outs[0][1])
     assert same and differ
+
+
+def test_the_mix_embedding_learns_at_its_own_rate(session_faces: Path, tmp_path: Path) -> None:
+    run = tiny_run("ddpm", session_faces, tmp_path / "r", max_steps=300, warmup_steps=0, cond_lr_mult=10.0)
+    trainer = build_trainer(run, Dist())
+    table = trainer.ema.mix_embedding.table
+    groups = trainer.opt.param_groups
+    assert [len(g["params"]) for g in groups] == [len(list(trainer.net.parameters())) - 1, 1]
+    assert groups[1]["params"][0] is trainer.net.mix_embedding.table and table is not groups[1]["params"][0]
+    trainer.train_step()
+    assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"]) and groups[0]["lr"] == run.train.lr
+
+
+def test_sigterm_saves_the_current_step_and_stops(session_faces: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["--model", "ddpm", "--data", str(session_faces), "--preset", "tiny", "--max-steps", "100000"]
+    args += ["--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--precision", "fp32", "--no-progress"]
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the loop runs
+        if "parameters" in line:
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, rest
+    match = re.search(r"stopped by a signal at step (\d+) of 100000, saved", rest)
+    assert match, rest
+    step = int(match.group(1))
+    assert step > 0 and load_state(out)["step"] == step
+    assert load_checkpoint(out / "checkpoint")[2]["step"] == step
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"] == step
