@@ -43,6 +43,11 @@ def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str
         f"{dict(zip(m.groups, card.get('group_counts', []), strict=False))}); class-balanced sampling: {run.data.balanced}.",
         f"- Training: {card.get('step')} steps of batch {t.batch_size} ({card.get('images_seen')} images), "
         f"{hours:.1f} h on {card.get('hardware')}, precision {t.precision}, lr {t.lr}, EMA {t.ema_decay}.",
+        *(["- History:"] if card.get("history") else []),
+        *(
+            f"  - steps {h['steps'][0]}–{h['steps'][1]}: {h['how']}; {h['precision']} on {h['hardware']}; {h['recipe']}"
+            for h in card.get("history", [])
+        ),
         f"- Terms: {TERMS}",
         "",
         "## Evaluation",

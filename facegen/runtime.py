@@ -12,6 +12,7 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 from collections.abc import Sequence
 from typing import Literal
 
@@ -58,6 +59,19 @@ def resolve_precision(
     if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("this CPU has no native bf16 kernels: bf16 runs many times slower than fp32 here (use auto)")
     return precision
+
+
+def hardware_name(device: torch.device) -> str:
+    """What a model card should say the run used, e.g. "AMD EPYC (AVX2) x1 threads"."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()}) x{torch.get_num_threads()} threads"
 
 
 def autocast_dtype(precision: Precision) -> torch.dtype | None:

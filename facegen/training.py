@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import platform
 import signal
 import threading
 import time
@@ -34,7 +33,15 @@ from facegen.data import FaceSet, augment, batch_indices, load_faces, split, to_
 from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
 from facegen.diffusion.sde import dsm_loss, make_sde
 from facegen.nets import build_discriminator, build_sampling_net, count_parameters
-from facegen.runtime import autocast, derive_seed, generator, pick_device, resolve_precision, set_cpu_threads
+from facegen.runtime import (
+    autocast,
+    derive_seed,
+    generator,
+    hardware_name,
+    pick_device,
+    resolve_precision,
+    set_cpu_threads,
+)
 from facegen.sampling import final, sample_grid_request, stream
 
 log = logging.getLogger(__name__)
@@ -108,6 +115,9 @@ class Trainer:
     step: int = 0
     wall_s: float = 0.0
     warm_start: int = 0  # the step the optimiser (re)started from; see learning_rate
+    history: list[dict[str, Any]] = field(default_factory=list)  # earlier segments of this model's training
+    segment_start: int = 0
+    segment_how: str = "from scratch"
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- one optimisation step per family ---------------------------------------------------------
@@ -211,15 +221,43 @@ class Trainer:
     def _bare(net: nn.Module) -> nn.Module:
         return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
 
+    def segment(self) -> dict[str, Any]:
+        """This process's stretch of training, for the model card: how it began, on what, with what."""
+        t = self.run.train
+        recipe = f"lr {t.lr}, batch {t.batch_size}, " + (
+            f"D conditioning {self.run.model.dcgan.d_conditioning}"
+            if self.run.model.family == "dcgan"
+            else f"mix-table lr x{t.cond_lr_mult:g}"
+        )
+        return {
+            "steps": [self.segment_start, self.step],
+            "how": self.segment_how,
+            "precision": t.precision,
+            "hardware": hardware_name(self.device),
+            "recipe": recipe,
+        }
+
+    def full_history(self) -> list[dict[str, Any]]:
+        """Every segment so far, consecutive resumes with the same settings merged into one."""
+        merged: list[dict[str, Any]] = []
+        current = [self.segment()] if self.step > self.segment_start else []
+        for seg in [*self.history, *current]:
+            last = merged[-1] if merged else None
+            same = last is not None and all(last[k] == seg[k] for k in ("precision", "hardware", "recipe"))
+            if same and seg["how"] == "resumed" and last["steps"][1] == seg["steps"][0]:
+                merged[-1] = {**last, "steps": [last["steps"][0], seg["steps"][1]]}
+            else:
+                merged.append(dict(seg))
+        return merged
+
     def card(self) -> dict[str, Any]:
         return {
             "step": self.step,
             "images_seen": self.step * self.run.train.batch_size,
             "wall_time_s": round(self.wall_s, 1),
             "device": str(self.device),
-            "hardware": torch.cuda.get_device_name()
-            if self.device.type == "cuda"
-            else f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads",
+            "hardware": hardware_name(self.device),
+            "history": self.full_history(),
             "torch": torch.__version__,
             "data": Path(self.run.data.path).name,
             "train_images": len(self.train_set),
@@ -233,6 +271,7 @@ class Trainer:
             "step": self.step,
             "wall_s": self.wall_s,
             "warm_start": self.warm_start,
+            "history": self.full_history(),
             "net": self._bare(self.net).state_dict(),
             "ema": self.ema.state_dict(),
             "opt": self.opt.state_dict(),
@@ -248,19 +287,26 @@ class Trainer:
         log.info("saved step %d to %s", self.step, out)
 
     def load(self, state: dict[str, Any]) -> None:
-        self._bare(self.net).load_state_dict(state["net"])
-        self.ema.load_state_dict(state["ema"])
+        try:
+            self._bare(self.net).load_state_dict(state["net"])
+            self.ema.load_state_dict(state["ema"])
+            if self.disc is not None:
+                self._bare(self.disc).load_state_dict(state["disc"])
+        except (RuntimeError, KeyError) as err:
+            raise checkpoints.CheckpointError(
+                f"the saved state does not fit the networks this run configures (compare --dry-run): {err}"
+            ) from None
         try:
             self.opt.load_state_dict(state["opt"])
         except ValueError as err:  # e.g. a state from before the mix embedding had its own group
             raise checkpoints.CheckpointError(
                 f"the optimiser state does not fit this run ({err}); start from the weights with --init-from"
             ) from None
-        if self.disc is not None and self.opt_d is not None:
-            self._bare(self.disc).load_state_dict(state["disc"])
+        if self.opt_d is not None:
             self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.wall_s = int(state["step"]), float(state.get("wall_s", 0.0))
         self.warm_start = int(state.get("warm_start", 0))
+        self.history, self.segment_start, self.segment_how = list(state.get("history", [])), self.step, "resumed"
 
     def init_from(self, folder: Path) -> None:
         """Start from a checkpoint's (EMA) weights when the training state is gone: the step count and
@@ -274,8 +320,13 @@ class Trainer:
             )
         checkpoints.load_into(self.ema, tensors, folder)
         self._bare(self.net).load_state_dict(self.ema.state_dict())
-        self.step = self.warm_start = int(card.get("step", 0))
+        self.step = self.warm_start = self.segment_start = int(card.get("step", 0))
         self.wall_s = float(card.get("wall_time_s", 0.0))
+        earlier = {"steps": [0, self.step], "how": "from scratch", "precision": ckpt_run.train.precision}
+        self.history = list(card.get("history") or [{**earlier, "hardware": card.get("hardware", "?"), "recipe": "?"}])
+        self.segment_how = f"continued from the weights in {folder}, fresh optimiser" + (
+            " and discriminator" if self.disc is not None else ""
+        )
         if self.step >= self.extra["total"]:
             raise ValueError(f"{folder} is already at step {self.step}; raise --max-steps above it to train on")
 

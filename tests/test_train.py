@@ -125,6 +125,15 @@ def test_init_from_shipped_weights_when_the_state_is_lost(session_faces: Path, t
     assert new_card["step"] == 6 and new_card["wall_time_s"] >= card["wall_time_s"]
     assert any(not torch.equal(after[k], shipped[k]) for k in shipped)
     assert load_state(lost)["warm_start"] == 4  # a later --resume keeps the re-warmed schedule
+    history = new_card["history"]
+    assert [(h["steps"], h["how"].split()[0]) for h in history] == [([0, 4], "from"), ([4, 6], "continued")]
+    assert str(first) in history[1]["how"] and history[1]["precision"] == "fp32"
+    if family == "ddpm":  # same settings: the resumed stretch merges into the one it continues
+        resumed = train(tiny_run(family, session_faces, lost, max_steps=8, save_every=100), resume=lost, progress=False)
+        assert [h["steps"] for h in load_checkpoint(resumed)[2]["history"]] == [[0, 4], [4, 8]]
+    else:  # the state holds a projection discriminator; a concat run cannot take it
+        with pytest.raises(CheckpointError, match="does not fit the networks"):
+            train(tiny_run(family, session_faces, lost, max_steps=8), resume=lost, progress=False)
 
 
 def test_init_from_refuses_another_model(session_faces: Path, tmp_path: Path) -> None:
