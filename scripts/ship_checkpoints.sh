@@ -13,7 +13,7 @@ if [ -f runs/classifier/model.safetensors ]; then  # else the shipped classifier
 fi
 "$PY" -m facegen.evaluate --checkpoints runs/ddpm/checkpoint runs/sde/checkpoint runs/dcgan/checkpoint \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N" --blends 2 \
-  --settings ddpm=dpmpp:10 ddpm=dpmpp:20 ddpm=dpmpp:20:3 ddpm=ddim:50 sde=ode:25 sde=euler_maruyama:100 dcgan=single:1 \
+  --settings ddpm=dpmpp:10 ddpm=dpmpp:20 ddpm=dpmpp:20:3 ddpm=ddim:25 sde=ode:25 sde=euler_maruyama:100 dcgan=single:1 \
   --out docs/eval
 for model in ddpm sde dcgan; do
   "$PY" -m facegen.export "runs/$model/checkpoint" "checkpoints/$model" --eval docs/eval/report.json

@@ -16,6 +16,7 @@ import torch
 
 from facegen.checkpoints import CheckpointError, load_checkpoint, load_state
 from facegen.config import RunConfig
+from facegen.export import model_card
 from facegen.pipeline import FaceGenerator
 from facegen.training import Dist, Trainer, build_trainer, learning_rate, train
 from tests.conftest import REPO, SHARED_DATA, tiny_run
@@ -128,6 +129,7 @@ def test_init_from_shipped_weights_when_the_state_is_lost(session_faces: Path, t
     history = new_card["history"]
     assert [(h["steps"], h["how"].split()[0]) for h in history] == [([0, 4], "from"), ([4, 6], "continued")]
     assert str(first) in history[1]["how"] and history[1]["precision"] == "fp32"
+    assert "  - steps 4–6: continued from the weights in" in model_card("m", load_checkpoint(out)[0], new_card, None)
     if family == "ddpm":  # same settings: the resumed stretch merges into the one it continues
         resumed = train(tiny_run(family, session_faces, lost, max_steps=8, save_every=100), resume=lost, progress=False)
         assert [h["steps"] for h in load_checkpoint(resumed)[2]["history"]] == [[0, 4], [4, 8]]
