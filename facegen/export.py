@@ -94,7 +94,11 @@ def export(src: Path, dst: Path, evaluation: Path | None = None) -> Path:
     results = None
     if evaluation is not None:
         report = json.loads(evaluation.read_text())
-        results = [r for r in report["results"] if r["family"] == run.model.family]
+        results = [  # this model's rows: same family and, where the report records it, the same step
+            r
+            for r in report["results"]
+            if r["family"] == run.model.family and r.get("training_step", card.get("step")) == card.get("step")
+        ]
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy(src / CONFIG_NAME, dst / CONFIG_NAME)
     save_weights(dst, tensors, card, dtype=torch.float16)

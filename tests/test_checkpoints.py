@@ -46,6 +46,23 @@ def test_fp16_export_loads(ckpt: Path, tmp_path: Path) -> None:
     assert gen.generate([0], [1, 0, 0, 0, 0], steps=5)[0].size == (16, 16)
 
 
+def test_model_card_takes_the_evaluation_of_its_own_step(ckpt: Path, tmp_path: Path) -> None:
+    from facegen.export import export
+
+    _, _, card = load_checkpoint(ckpt)
+    row = {"family": card_family(ckpt), "sampler": "ddim", "steps": 5, "face_detection_rate": 0.5}
+    row |= {"diversity": 1.0, "fd_classifier": 2.0, "pure_mix_accuracy": {"White": 0.25}}
+    report = {"results": [{**row, "training_step": card["step"]}, {**row, "training_step": card["step"] + 1}]}
+    report["results"][1]["face_detection_rate"] = 0.75
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    text = (export(ckpt, tmp_path / "shipped", tmp_path / "report.json") / "README.md").read_text()
+    assert "face detection 0.50" in text and "face detection 0.75" not in text
+
+
+def card_family(folder: Path) -> str:
+    return json.loads((folder / CONFIG_NAME).read_text())["model"]["family"]
+
+
 def test_bit_flip_is_caught(ckpt: Path) -> None:
     raw = bytearray((ckpt / WEIGHTS_NAME).read_bytes())
     raw[-10] ^= 0x01
