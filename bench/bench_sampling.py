@@ -102,15 +102,14 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp())
-    print(
-        f"torch {torch.__version__}, {a.threads} CPU threads, 64 px, bf16 autocast, faces batched, padded to the thread count"
-    )
+    print(f"torch {torch.__version__}, {a.threads} CPU threads ({torch.backends.cpu.get_cpu_capability()}), 64 px")
     print(
         f"{'family':6} {'sampler':20} {'steps':>5} {'first frame':>11} {'1 face':>8} {'4 faces':>8} {'streamed 4':>10} {'overhead':>8}"
     )
     for family in a.families:
         gen = FaceGenerator.from_checkpoint(checkpoint(family, tmp, a.checkpoints), device="cpu")
         gen.name = family
+        print(f"{family}: precision {gen.precision} (auto), batching {gen._batching}")
         studio = Studio({family: gen}, out_dir=tmp, min_interval=0.1)
         for sampler, steps in SETTINGS[family]:
             ff = min(first_frame(gen, sampler, steps) for _ in range(2))
