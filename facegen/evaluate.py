@@ -17,6 +17,7 @@ import argparse
 import itertools
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -180,12 +181,17 @@ def nfe_plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def run_name(model: str) -> str:
+    """The run a snapshot belongs to: its name less a trailing step ("ddpm-002000" -> "ddpm")."""
+    return re.sub(r"-\d+$", "", model)
+
+
 def training_curves(results: list[dict]) -> dict[tuple[str, str, int], list[dict]]:
-    """Results of one family, sampler and step count at two or more training steps, in step order."""
+    """Results of one run, sampler and step count at two or more training steps, in step order."""
     series: dict[tuple[str, str, int], list[dict]] = {}
     for r in results:
         if r.get("training_step") is not None:
-            series.setdefault((r["family"], _sampler_label(r), r["steps"]), []).append(r)
+            series.setdefault((run_name(r["model"]), _sampler_label(r), r["steps"]), []).append(r)
     return {
         k: sorted(v, key=lambda r: r["training_step"])
         for k, v in series.items()
@@ -210,12 +216,12 @@ def steps_plot(curves: dict[tuple[str, str, int], list[dict]], real: dict, path:
         (lambda r: r["diversity"], "diversity (classifier features)", real["diversity"]),
     ]
     for ax, (value, label, ceiling) in zip(axes, panels, strict=True):
-        for (family, sampler, steps), rows in curves.items():
+        for (run, sampler, steps), rows in curves.items():
             ax.plot(
                 [r["training_step"] for r in rows],
                 [value(r) for r in rows],
                 marker="o",
-                label=f"{family} {sampler} {steps}",
+                label=f"{run} {sampler} {steps}",
             )
         ax.axhline(ceiling, color="gray", linestyle="--", linewidth=1, label="real faces")
         ax.set(xlabel="training steps", ylabel=label)
@@ -292,14 +298,14 @@ def markdown(report: dict) -> str:
     if curves:
         lines += ["", "Quality against training steps:", ""]
         lines += [
-            "| family | sampler | steps | training steps | face det. | mean pure-mix acc. | diversity |",
+            "| run | sampler | steps | training steps | face det. | mean pure-mix acc. | diversity |",
             "|---|---|---|---|---|---|---|",
         ]
-        for (family, sampler, steps), rows in curves.items():
+        for (run, sampler, steps), rows in curves.items():
             for r in rows:
                 mark = " †" if "carried_from" in r else ""
                 lines.append(
-                    f"| {family} | {sampler} | {steps} | {r['training_step']}{mark} | {r['face_detection_rate']:.2f} | "
+                    f"| {run} | {sampler} | {steps} | {r['training_step']}{mark} | {r['face_detection_rate']:.2f} | "
                     f"{_mean_pure_accuracy(r):.2f} | {r['diversity']:.2f} |"
                 )
         carried = sorted({r["carried_from"] for r in report["results"] if "carried_from" in r})

@@ -14,7 +14,7 @@ MODELS=${MODELS:-ddpm sde dcgan}
 init_from() { [ -f "checkpoints/$1/model.safetensors" ] && echo "--init-from checkpoints/$1"; }
 for model in $MODELS; do
   case $model in
-    dcgan) budget=(--max-steps 20000 --save-every 250 --sample-every 500 --d-conditioning projection) ;;
+    dcgan) budget=(--max-steps 20000 --save-every 250 --sample-every 500) ;;
     *) budget=(--max-steps 40000) ;;
   esac
   # shellcheck disable=SC2046  # init_from prints zero or two words

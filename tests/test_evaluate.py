@@ -169,6 +169,8 @@ def test_snapshots_of_one_run_give_a_quality_vs_training_steps_curve(
     kept = json.loads((again / "report.json").read_text())["results"]
     assert [(r["training_step"], "carried_from" in r) for r in kept] == [(40, False), (4, True)]
     assert "| ddpm | ddim | 3 | 4 † |" in (again / "report.md").read_text()
+    arms = [{**r, "model": f"{arm}-000040"} for r in kept[:1] for arm in ("dcgan-concat", "dcgan-projection")]
+    assert training_curves(arms) == {}  # two runs at one step each are not a curve
     with pytest.raises(SystemExit, match="not comparable"):
         main([*base, "--n", "3", "--out", str(again), "--keep-earlier", str(out / "report.json")])
 
