@@ -109,7 +109,7 @@ def main() -> None:
     for family in a.families:
         gen = FaceGenerator.from_checkpoint(checkpoint(family, tmp, a.checkpoints), device="cpu")
         gen.name = family
-        print(f"{family}: precision {gen.precision} (auto), batching {gen._batching}")
+        print(f"{family}: precision {gen.precision} (auto), batching {gen.batching}")
         studio = Studio({family: gen}, out_dir=tmp, min_interval=0.1)
         for sampler, steps in SETTINGS[family]:
             ff = min(first_frame(gen, sampler, steps) for _ in range(2))

@@ -118,7 +118,7 @@ class FaceGenerator:
     ) -> Iterator[Step]:
         """Every step's state: Step(index, total, x_t, x0, nfe), tensors (B, 3, H, W) in [-1, 1] on the CPU."""
         req = self.request(seeds, mix, sampler, steps, guidance)
-        for step in stream(self.config, self.net, req, self.device, self.precision, self._batching):
+        for step in stream(self.config, self.net, req, self.device, self.precision, self.batching):
             yield Step(step.index, step.total, step.x_t.float().cpu(), step.x0.float().cpu(), step.nfe)
 
     def generate(
@@ -131,10 +131,10 @@ class FaceGenerator:
     ) -> list[Image.Image]:
         """The final faces as RGB PIL images, one per seed."""
         req = self.request(seeds, mix, sampler, steps, guidance)
-        return to_pil(final(stream(self.config, self.net, req, self.device, self.precision, self._batching)).x_t)
+        return to_pil(final(stream(self.config, self.net, req, self.device, self.precision, self.batching)).x_t)
 
     @property
-    def _batching(self) -> Batching:
+    def batching(self) -> Batching:
         """With batch_invariant (the default) seed s gives the same pixels in any batch: the U-Net in bf16
         on the CPU runs the batch in one call, padded to the thread count (verified bit for bit, see
         `sampling.batched`); every other case (CUDA kernels, the DCGAN, and fp32, where oneDNN's GEMM
