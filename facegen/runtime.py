@@ -61,17 +61,20 @@ def resolve_precision(
     return precision
 
 
+@functools.cache
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def hardware_name(device: torch.device) -> str:
     """What a model card should say the run used, e.g. "AMD EPYC (AVX2) x1 threads"."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model} ({torch.backends.cpu.get_cpu_capability()}) x{torch.get_num_threads()} threads"
+    return f"{_cpu_model()} ({torch.backends.cpu.get_cpu_capability()}) x{torch.get_num_threads()} threads"
 
 
 def autocast_dtype(precision: Precision) -> torch.dtype | None:

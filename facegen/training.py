@@ -267,11 +267,12 @@ class Trainer:
 
     def save(self, out: Path) -> None:
         """state.pt (resume) then checkpoint/ (EMA weights for sampling), each atomically."""
+        card = self.card()
         state = {
             "step": self.step,
             "wall_s": self.wall_s,
             "warm_start": self.warm_start,
-            "history": self.full_history(),
+            "history": card["history"],
             "net": self._bare(self.net).state_dict(),
             "ema": self.ema.state_dict(),
             "opt": self.opt.state_dict(),
@@ -280,7 +281,7 @@ class Trainer:
             state |= {"disc": self._bare(self.disc).state_dict(), "opt_d": self.opt_d.state_dict()}
         try:
             checkpoints.save_state(out, state)
-            checkpoints.save_weights(out / CHECKPOINT_DIR, self.ema.state_dict(), self.card())
+            checkpoints.save_weights(out / CHECKPOINT_DIR, self.ema.state_dict(), card)
         except OSError as err:
             log.error("could not save at step %d (%s); the previous checkpoint is intact", self.step, err)
             return

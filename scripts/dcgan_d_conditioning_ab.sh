@@ -4,13 +4,10 @@
 # recipe) or a projection of its pooled features ("projection", Miyato & Koyama 2018) -- with the same
 # data order and seeds, then evaluate the start and both arms at N faces per mix (docs/eval/dcgan-d-conditioning).
 # Safe to re-run: each arm resumes. About 1 CPU hour per arm at one thread for STEPS=500.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-DATA=${DATA:-../shared/data/utkface64}
-PY=${PY:-.venv/bin/python}
+source "$(dirname "$0")/common.sh"
 STEPS=${STEPS:-500}
 N=${N:-50}
-start=$(OMP_NUM_THREADS=1 "$PY" -c "from facegen.checkpoints import read_weights; from pathlib import Path; print(read_weights(Path('checkpoints/dcgan'))[1]['step'])")
+start=$(checkpoint_step checkpoints/dcgan)
 end=$((start + STEPS))
 mkdir -p runs/ab
 for kind in concat projection; do

@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
 # Evaluate the current EMA weights of runs/ and ship them to checkpoints/ as fp16 with model cards; then
 # evaluate every snapshot in runs/snapshots/ for the quality-vs-training-steps trend (docs/eval/trend).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-DATA=${DATA:-../shared/data/utkface64}
-PY=${PY:-.venv/bin/python}
+source "$(dirname "$0")/common.sh"
 N=${N:-20}
 N_TREND=${N_TREND:-10}
 mkdir -p checkpoints

@@ -4,10 +4,7 @@
 # run resumes from runs/<model>/state.pt; when that state is gone (a fresh machine) it starts from the shipped
 # weights in checkpoints/<model> instead of from scratch. Then ship with scripts/ship_checkpoints.sh.
 # MODELS="ddpm sde" trains a subset (e.g. to give the diffusion models the two cores).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-DATA=${DATA:-../shared/data/utkface64}
-PY=${PY:-.venv/bin/python}
+source "$(dirname "$0")/common.sh"
 mkdir -p runs
 export OMP_NUM_THREADS=1
 MODELS=${MODELS:-ddpm sde dcgan}

@@ -65,14 +65,14 @@ class Discriminator(nn.Module):
         super().__init__()
         n = _levels(image_size)
         width = [cfg.d_channels * 2 ** min(i, 3) for i in range(n)]  # e.g. 64,128,256,512
-        self.projection = cfg.d_conditioning == "projection"
-        planes = 0 if self.projection else num_groups
+        projection = cfg.d_conditioning == "projection"
+        planes = 0 if projection else num_groups
         layers: list[nn.Module] = [nn.Conv2d(3 + planes, width[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(width, width[1:], strict=False):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(width[-1], 1, 4, 1, 0, bias=False)]  # 1x1 logit
         self.net = nn.Sequential(*layers)
-        self.embed = nn.Linear(num_groups, width[-1], bias=False) if self.projection else None
+        self.embed = nn.Linear(num_groups, width[-1], bias=False) if projection else None
         self.apply(init_weights)
 
     def forward(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
