@@ -34,8 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sde", choices=["vp", "ve"], help="SDE kind for --model sde (default vp)")
     p.add_argument("--beta-schedule", choices=["linear", "cosine"], help="DDPM noise schedule (default linear)")
     p.add_argument(
-        "--d-conditioning", choices=["concat", "projection"], help="how the DCGAN discriminator sees the mix"
+        "--d-conditioning",
+        choices=["concat", "projection", "acgan"],
+        help="how the DCGAN discriminator sees the mix: input planes (default), projection, or an AC-GAN group head",
     )
+    p.add_argument("--acgan-weight", type=float, help="weight of the AC-GAN group loss in G's loss (default 1)")
     p.add_argument("--timesteps", type=int, help="DDPM T (default 1000)")
     p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
@@ -78,8 +81,9 @@ def flag_overrides(a: argparse.Namespace) -> dict[str, Any]:
     _set(tree, "model", "image_size", a.image_size)
     if a.sde is not None:
         tree["model"]["sde"] = {"kind": a.sde}
-    if a.d_conditioning is not None:
-        tree["model"]["dcgan"] = {"d_conditioning": a.d_conditioning}
+    dcgan = {k: v for k, v in (("d_conditioning", a.d_conditioning), ("acgan_weight", a.acgan_weight)) if v is not None}
+    if dcgan:
+        tree["model"]["dcgan"] = dcgan
     if a.beta_schedule is not None or a.timesteps is not None:
         tree["model"]["ddpm"] = {
             k: v for k, v in (("beta_schedule", a.beta_schedule), ("num_train_timesteps", a.timesteps)) if v is not None

@@ -78,9 +78,12 @@ class DCGANConfig(Frozen):
     g_channels: int = Field(64, ge=4, le=512)
     d_channels: int = Field(64, ge=4, le=512)
     # How D sees the mix: "concat" adds K constant input planes (Mirza & Osindero's cGAN); "projection"
-    # adds <E·mix, pooled features> to the logit (Miyato & Koyama 2018), a stronger class signal. D only:
-    # the generator, and so every shipped checkpoint, is the same either way.
-    d_conditioning: Literal["concat", "projection"] = "concat"
+    # adds <E·mix, pooled features> to the logit (Miyato & Koyama 2018), a stronger class signal;
+    # "acgan" (Odena et al. 2017) gives D no mix at all but a K-way group head on its last features,
+    # learnt from real faces, and adds acgan_weight x the head's cross-entropy against the requested mix to
+    # G's loss. D only: the generator, and so every shipped checkpoint, is the same either way.
+    d_conditioning: Literal["concat", "projection", "acgan"] = "concat"
+    acgan_weight: float = Field(1.0, ge=0.0, le=100.0)
 
 
 class ModelConfig(Frozen):

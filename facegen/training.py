@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from facegen import checkpoints, plots
 from facegen.conditioning import condition_vector, drop_labels
-from facegen.config import ModelConfig, RunConfig
+from facegen.config import DCGANConfig, ModelConfig, RunConfig
 from facegen.data import FaceSet, augment, batch_indices, load_faces, split, to_model_range
 from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
 from facegen.diffusion.sde import dsm_loss, make_sde
@@ -169,28 +169,41 @@ class Trainer:
         return {"train_loss": loss.item(), "lr": lr}
 
     def gan_step(self, real: torch.Tensor, mix: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
-        """Radford et al.: D maximises log D(x) + log(1 - D(G(z))); G maximises log D(G(z)) (BCE)."""
+        """Radford et al.: D maximises log D(x) + log(1 - D(G(z))); G maximises log D(G(z)) (BCE). With
+        AC-GAN conditioning D also learns the groups of real faces, and G pays acgan_weight x the
+        cross-entropy of D's group head on its fakes against the mix it was asked for."""
         assert self.disc is not None and self.opt_d is not None
         prec, b = self.run.train.precision, real.shape[0]
-        z = torch.randn(b, self.run.model.dcgan.latent_dim, generator=gen).to(self.device)
+        cfg = self.run.model.dcgan
+        z = torch.randn(b, cfg.latent_dim, generator=gen).to(self.device)
         ones, zeros = torch.ones(b, device=self.device), torch.zeros(b, device=self.device)
+        logs: dict[str, float] = {}
         with autocast(self.device, prec):
             fake = self.net(z, mix)
-            d_real = self.disc(real, mix).float()
+            d_real, groups_real = self.disc.score(real, mix)
             d_fake = self.disc(fake.detach(), mix).float()
-            d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(
+            d_loss = F.binary_cross_entropy_with_logits(d_real.float(), ones) + F.binary_cross_entropy_with_logits(
                 d_fake, zeros
             )
+            if groups_real is not None:
+                d_groups = soft_cross_entropy(groups_real.float(), mix)
+                d_loss = d_loss + d_groups
+                logs["d_group_loss"] = d_groups.item()
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
         with autocast(self.device, prec):
-            g_loss = F.binary_cross_entropy_with_logits(self.disc(fake, mix).float(), ones)
+            g_logit, g_groups = self.disc.score(fake, mix)
+            g_loss = F.binary_cross_entropy_with_logits(g_logit.float(), ones)
+            if g_groups is not None:
+                g_group_loss = soft_cross_entropy(g_groups.float(), mix)
+                g_loss = g_loss + cfg.acgan_weight * g_group_loss
+                logs["g_group_loss"] = g_group_loss.item()
         self.opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt.step()
         update_ema(self.ema, self._bare(self.net), self.run.train.ema_decay, self.step)
-        return {"train_loss": g_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item()}
+        return {"train_loss": g_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item()} | logs
 
     @torch.no_grad()
     def test_loss(self) -> float | None:
@@ -225,7 +238,7 @@ class Trainer:
         """This process's stretch of training, for the model card: how it began, on what, with what."""
         t = self.run.train
         recipe = f"lr {t.lr}, batch {t.batch_size}, " + (
-            f"D conditioning {self.run.model.dcgan.d_conditioning}"
+            _d_recipe(self.run.model.dcgan)
             if self.run.model.family == "dcgan"
             else f"mix-table lr x{t.cond_lr_mult:g}"
         )
@@ -347,7 +360,18 @@ class Trainer:
 
 def _weights_config(model: ModelConfig) -> ModelConfig:
     """The model config less what only shapes the (never shipped) discriminator."""
-    return model.model_copy(update={"dcgan": model.dcgan.model_copy(update={"d_conditioning": "concat"})})
+    d_only = {k: DCGANConfig.model_fields[k].default for k in ("d_conditioning", "acgan_weight")}
+    return model.model_copy(update={"dcgan": model.dcgan.model_copy(update=d_only)})
+
+
+def _d_recipe(cfg: DCGANConfig) -> str:
+    weight = f" (weight {cfg.acgan_weight:g})" if cfg.d_conditioning == "acgan" else ""
+    return f"D conditioning {cfg.d_conditioning}{weight}"
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against a distribution over groups (a mix), mean over the batch."""
+    return -(target.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -15,6 +15,7 @@ from facegen.diffusion.sde import dsm_loss, make_sde
 from facegen.nets import build_discriminator, build_sampling_net
 from facegen.pipeline import FaceGenerator
 from facegen.runtime import generator
+from facegen.training import soft_cross_entropy
 from facegen.sampling import SAMPLERS, network_evaluations
 from tests.conftest import REPO
 
@@ -55,7 +56,7 @@ def test_diffusion_loss_falls_on_a_fixed_batch(family: str, kind: str) -> None:
     assert loss().item() < 0.8 * first.item()
 
 
-@pytest.mark.parametrize("d_conditioning", ["concat", "projection"])
+@pytest.mark.parametrize("d_conditioning", ["concat", "projection", "acgan"])
 def test_gan_losses_finite_and_discriminator_learns(d_conditioning: str) -> None:
     torch.manual_seed(0)
     run = resolve("tiny", "dcgan", {"data": {"path": "x"}, "model": {"dcgan": {"d_conditioning": d_conditioning}}})
@@ -91,6 +92,34 @@ def test_projection_discriminator_scores_a_blend_as_the_blend_of_its_groups() ->
     assert not torch.allclose(a, b)  # the group moves the logit ...
     torch.testing.assert_close(blend, 0.3 * a + 0.7 * b)  # ... linearly in the mix
     assert D.net[0].in_channels == 3  # no mix planes at the input
+
+
+def test_acgan_head_learns_groups_without_seeing_the_mix() -> None:
+    torch.manual_seed(0)
+    run = resolve("tiny", "dcgan", {"data": {"path": "x"}, "model": {"dcgan": {"d_conditioning": "acgan"}}})
+    D = build_discriminator(run.model)
+    x, mix = fixed_batch()
+    with torch.no_grad():  # the answer is not in the input: any mix gives the same outputs
+        logit, groups = D.score(x, mix)
+        other_logit, other_groups = D.score(x, mix.roll(1, dims=1))
+    assert D.net[0].in_channels == 3 and groups is not None and groups.shape == mix.shape
+    assert torch.equal(logit, other_logit) and torch.equal(groups, other_groups)
+    opt = torch.optim.Adam(D.parameters(), lr=2e-3)
+    first = soft_cross_entropy(groups, mix)
+    for _ in range(50):
+        opt.zero_grad()
+        soft_cross_entropy(D.score(x, mix)[1], mix).backward()
+        opt.step()
+    assert soft_cross_entropy(D.score(x, mix)[1], mix).item() < 0.5 * first.item()
+
+
+def test_soft_cross_entropy_matches_hard_labels_and_is_minimal_at_the_mix() -> None:
+    logits = torch.randn(4, 5, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 3, 1, 4])
+    torch.testing.assert_close(soft_cross_entropy(logits, torch.eye(5)[labels]), F.cross_entropy(logits, labels))
+    blend = torch.tensor([[0.5, 0.5, 0.0, 0.0, 0.0]])
+    at_mix = soft_cross_entropy(blend.clamp_min(1e-9).log(), blend)
+    assert at_mix < soft_cross_entropy(torch.tensor([[3.0, 0.0, -9.0, -9.0, -9.0]]), blend)
 
 
 def test_dcgan_128_variant_shapes() -> None:

@@ -3,8 +3,9 @@
 The 64 px networks are the paper's: G lifts a latent to 4x4x(8·ngf) and doubles the resolution four
 times with stride-2 transposed convolutions, batch norm and ReLU, ending in tanh; D mirrors it with
 stride-2 convolutions and LeakyReLU(0.2). Each extra doubling of the image adds one block (the 128 px
-variant has five). The mix enters G concatenated to the latent; D sees it either as K constant input
-planes or through a projection of its last features (DCGANConfig.d_conditioning).
+variant has five). The mix enters G concatenated to the latent; D sees it as K constant input planes,
+through a projection of its last features, or not at all and predicts it instead (AC-GAN); see
+DCGANConfig.d_conditioning.
 """
 
 from __future__ import annotations
@@ -54,31 +55,42 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """(B, 3, H, W) image, (B, K) mix -> (B,) real/fake logit.
+    """(B, 3, H, W) image, (B, K) mix -> (B,) real/fake logit; `group_logits` gives the AC-GAN head's
+    (B, K) group logits from the same pass.
 
     With projection conditioning the logit is psi(h) + <E mix, mean_xy h> for the last 4x4 features h:
     linear in the mix, so a blend is scored as the same blend of the per-group projections. Mean (not
     SNGAN's sum) pooling and E ~ N(0, 0.02) keep the class term at the scale of psi without spectral
-    norm: with sum pooling and PyTorch's default init the first 50 steps averaged a D loss of 22."""
+    norm: with sum pooling and PyTorch's default init the first 50 steps averaged a D loss of 22. With
+    AC-GAN conditioning the trunk never sees the mix (else the head could read the answer off its input)."""
 
     def __init__(self, cfg: DCGANConfig, image_size: int, num_groups: int) -> None:
         super().__init__()
         n = _levels(image_size)
         width = [cfg.d_channels * 2 ** min(i, 3) for i in range(n)]  # e.g. 64,128,256,512
-        projection = cfg.d_conditioning == "projection"
-        planes = 0 if projection else num_groups
+        self.mode = cfg.d_conditioning
+        planes = num_groups if self.mode == "concat" else 0
         layers: list[nn.Module] = [nn.Conv2d(3 + planes, width[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(width, width[1:], strict=False):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(width[-1], 1, 4, 1, 0, bias=False)]  # 1x1 logit
         self.net = nn.Sequential(*layers)
-        self.embed = nn.Linear(num_groups, width[-1], bias=False) if projection else None
+        self.embed = nn.Linear(num_groups, width[-1], bias=False) if self.mode == "projection" else None
+        self.group_head = nn.Linear(width[-1], num_groups) if self.mode == "acgan" else None
         self.apply(init_weights)
 
     def forward(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-        if self.embed is None:
+        return self.score(x, mix)[0]
+
+    def score(self, x: torch.Tensor, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Real/fake logit and, for AC-GAN, the group logits (else None)."""
+        if self.mode == "concat":
             planes = mix.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
-            return self.net(torch.cat([x, planes], dim=1)).flatten()
+            return self.net(torch.cat([x, planes], dim=1)).flatten(), None
         h = self.net[:-1](x)
-        class_term = (self.embed(mix.to(h.dtype)) * h.mean((2, 3))).sum(1)
-        return self.net[-1](h).flatten() + class_term
+        logit = self.net[-1](h).flatten()
+        pooled = h.mean((2, 3))
+        if self.embed is not None:
+            return logit + (self.embed(mix.to(h.dtype)) * pooled).sum(1), None
+        assert self.group_head is not None
+        return logit, self.group_head(pooled)
