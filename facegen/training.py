@@ -238,9 +238,7 @@ class Trainer:
         """This process's stretch of training, for the model card: how it began, on what, with what."""
         t = self.run.train
         recipe = f"lr {t.lr}, batch {t.batch_size}, " + (
-            _d_recipe(self.run.model.dcgan)
-            if self.run.model.family == "dcgan"
-            else f"mix-table lr x{t.cond_lr_mult:g}"
+            _d_recipe(self.run.model.dcgan) if self.run.model.family == "dcgan" else f"mix-table lr x{t.cond_lr_mult:g}"
         )
         return {
             "steps": [self.segment_start, self.step],

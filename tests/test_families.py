@@ -15,8 +15,8 @@ from facegen.diffusion.sde import dsm_loss, make_sde
 from facegen.nets import build_discriminator, build_sampling_net
 from facegen.pipeline import FaceGenerator
 from facegen.runtime import generator
-from facegen.training import soft_cross_entropy
 from facegen.sampling import SAMPLERS, network_evaluations
+from facegen.training import soft_cross_entropy
 from tests.conftest import REPO
 
 MIX = [0.5, 0.5, 0, 0, 0]

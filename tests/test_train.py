@@ -69,7 +69,10 @@ def test_acgan_run_learns_real_groups_and_ships_a_plain_generator(session_faces:
     _, weights, card = load_checkpoint(tmp_path / "run" / "checkpoint")
     assert not any("group_head" in k for k in weights)  # only the generator ships
     assert "acgan (weight 0.5)" in card["history"][-1]["recipe"]
-    assert len(FaceGenerator.from_checkpoint(tmp_path / "run" / "checkpoint", device="cpu").generate([0], [0, 0, 1, 0, 0])) == 1
+    assert (
+        len(FaceGenerator.from_checkpoint(tmp_path / "run" / "checkpoint", device="cpu").generate([0], [0, 0, 1, 0, 0]))
+        == 1
+    )
 
 
 def test_cli_reports_a_missing_data_folder(tmp_path: Path) -> None:
