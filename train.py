@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="how the DCGAN discriminator sees the mix: input planes (default), projection, or an AC-GAN group head",
     )
     p.add_argument("--acgan-weight", type=float, help="weight of the AC-GAN group loss in G's loss (default 1)")
+    p.add_argument(
+        "--acgan-blends", type=float, help="share of G's AC-GAN training mixes that are two-group blends (default 0)"
+    )
     p.add_argument("--timesteps", type=int, help="DDPM T (default 1000)")
     p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
@@ -81,7 +84,7 @@ def flag_overrides(a: argparse.Namespace) -> dict[str, Any]:
     _set(tree, "model", "image_size", a.image_size)
     if a.sde is not None:
         tree["model"]["sde"] = {"kind": a.sde}
-    dcgan = {k: v for k, v in (("d_conditioning", a.d_conditioning), ("acgan_weight", a.acgan_weight)) if v is not None}
+    dcgan = {k: getattr(a, k) for k in ("d_conditioning", "acgan_weight", "acgan_blends") if getattr(a, k) is not None}
     if dcgan:
         tree["model"]["dcgan"] = dcgan
     if a.beta_schedule is not None or a.timesteps is not None:

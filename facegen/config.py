@@ -84,6 +84,9 @@ class DCGANConfig(Frozen):
     # G's loss. D only: the generator, and so every shipped checkpoint, is the same either way.
     d_conditioning: Literal["concat", "projection", "acgan"] = "concat"
     acgan_weight: float = Field(1.0, ge=0.0, le=100.0)
+    # With acgan, this share of G's training mixes are random two-group blends (weights ~ U(0, 1)) graded
+    # by the head against the blend itself: no real face of a blend is needed since D never sees the mix.
+    acgan_blends: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class ModelConfig(Frozen):

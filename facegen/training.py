@@ -178,10 +178,11 @@ class Trainer:
         z = torch.randn(b, cfg.latent_dim, generator=gen).to(self.device)
         ones, zeros = torch.ones(b, device=self.device), torch.zeros(b, device=self.device)
         logs: dict[str, float] = {}
+        fake_mix = random_blends(mix, cfg.acgan_blends, gen) if cfg.d_conditioning == "acgan" else mix
         with autocast(self.device, prec):
-            fake = self.net(z, mix)
+            fake = self.net(z, fake_mix)
             d_real, groups_real = self.disc.score(real, mix)
-            d_fake = self.disc(fake.detach(), mix).float()
+            d_fake = self.disc(fake.detach(), fake_mix).float()
             d_loss = F.binary_cross_entropy_with_logits(d_real.float(), ones) + F.binary_cross_entropy_with_logits(
                 d_fake, zeros
             )
@@ -193,10 +194,10 @@ class Trainer:
         d_loss.backward()
         self.opt_d.step()
         with autocast(self.device, prec):
-            g_logit, g_groups = self.disc.score(fake, mix)
+            g_logit, g_groups = self.disc.score(fake, fake_mix)
             g_loss = F.binary_cross_entropy_with_logits(g_logit.float(), ones)
             if g_groups is not None:
-                g_group_loss = soft_cross_entropy(g_groups.float(), mix)
+                g_group_loss = soft_cross_entropy(g_groups.float(), fake_mix)
                 g_loss = g_loss + cfg.acgan_weight * g_group_loss
                 logs["g_group_loss"] = g_group_loss.item()
         self.opt.zero_grad(set_to_none=True)
@@ -358,13 +359,26 @@ class Trainer:
 
 def _weights_config(model: ModelConfig) -> ModelConfig:
     """The model config less what only shapes the (never shipped) discriminator."""
-    d_only = {k: DCGANConfig.model_fields[k].default for k in ("d_conditioning", "acgan_weight")}
+    d_only = {k: DCGANConfig.model_fields[k].default for k in ("d_conditioning", "acgan_weight", "acgan_blends")}
     return model.model_copy(update={"dcgan": model.dcgan.model_copy(update=d_only)})
 
 
 def _d_recipe(cfg: DCGANConfig) -> str:
-    weight = f" (weight {cfg.acgan_weight:g})" if cfg.d_conditioning == "acgan" else ""
+    weight = f" (weight {cfg.acgan_weight:g}, blends {cfg.acgan_blends:g})" if cfg.d_conditioning == "acgan" else ""
     return f"D conditioning {cfg.d_conditioning}{weight}"
+
+
+def random_blends(mix: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """Replace about `share` of the (one-hot) mixes by a blend of their group and a random other one,
+    with the first group's weight ~ U(0, 1)."""
+    b, k = mix.shape
+    picked = torch.rand(b, generator=gen) < share
+    own = mix.argmax(1).cpu()
+    other = (own + torch.randint(1, k, (b,), generator=gen)) % k
+    w = torch.rand(b, 1, generator=gen)
+    eye = torch.eye(k)
+    blends = (w * eye[own] + (1 - w) * eye[other]).to(mix.device, mix.dtype)
+    return torch.where(picked.to(mix.device)[:, None], blends, mix)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from facegen.nets import build_discriminator, build_sampling_net
 from facegen.pipeline import FaceGenerator
 from facegen.runtime import generator
 from facegen.sampling import SAMPLERS, network_evaluations
-from facegen.training import soft_cross_entropy
+from facegen.training import random_blends, soft_cross_entropy
 from tests.conftest import REPO
 
 MIX = [0.5, 0.5, 0, 0, 0]
@@ -120,6 +120,17 @@ def test_soft_cross_entropy_matches_hard_labels_and_is_minimal_at_the_mix() -> N
     blend = torch.tensor([[0.5, 0.5, 0.0, 0.0, 0.0]])
     at_mix = soft_cross_entropy(blend.clamp_min(1e-9).log(), blend)
     assert at_mix < soft_cross_entropy(torch.tensor([[3.0, 0.0, -9.0, -9.0, -9.0]]), blend)
+
+
+def test_random_blends_mix_each_face_with_one_other_group() -> None:
+    mix = F.one_hot(torch.arange(400) % 5, 5).float()
+    assert torch.equal(random_blends(mix, 0.0, torch.Generator().manual_seed(0)), mix)
+    blends = random_blends(mix, 0.5, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(blends.sum(1), torch.ones(400))
+    changed = (blends != mix).any(1)
+    assert 150 < changed.sum() < 250  # about half
+    assert ((blends[changed] > 0).sum(1) == 2).all()  # two groups ...
+    assert (blends[changed] * mix[changed]).sum(1).gt(0).all()  # ... one of them the face's own
 
 
 def test_dcgan_128_variant_shapes() -> None:

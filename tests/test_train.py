@@ -62,13 +62,15 @@ def test_cli_smoke_run_writes_a_loadable_checkpoint(session_faces: Path, tmp_pat
 def test_acgan_run_learns_real_groups_and_ships_a_plain_generator(session_faces: Path, tmp_path: Path) -> None:
     args = ["--model", "dcgan", "--data", str(session_faces), "--preset", "tiny", "--out", str(tmp_path / "run")]
     args += ["--cache-dir", str(tmp_path / "cache"), "--precision", "fp32", "--no-progress"]
-    res = run_cli(*args, "--max-steps", "6", "--d-conditioning", "acgan", "--acgan-weight", "0.5")
+    res = run_cli(
+        *args, "--max-steps", "6", "--d-conditioning", "acgan", "--acgan-weight", "0.5", "--acgan-blends", "0.5"
+    )
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all(r["d_group_loss"] > 0 and r["g_group_loss"] > 0 for r in rows if "d_loss" in r)
     _, weights, card = load_checkpoint(tmp_path / "run" / "checkpoint")
     assert not any("group_head" in k for k in weights)  # only the generator ships
-    assert "acgan (weight 0.5)" in card["history"][-1]["recipe"]
+    assert "acgan (weight 0.5, blends 0.5)" in card["history"][-1]["recipe"]
     assert (
         len(FaceGenerator.from_checkpoint(tmp_path / "run" / "checkpoint", device="cpu").generate([0], [0, 0, 1, 0, 0]))
         == 1
