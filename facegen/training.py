@@ -239,7 +239,9 @@ class Trainer:
         """This process's stretch of training, for the model card: how it began, on what, with what."""
         t = self.run.train
         recipe = f"lr {t.lr}, batch {t.batch_size}, " + (
-            _d_recipe(self.run.model.dcgan) if self.run.model.family == "dcgan" else f"mix-table lr x{t.cond_lr_mult:g}"
+            _d_recipe(self.run.model.dcgan, t.cond_lr_mult)
+            if self.run.model.family == "dcgan"
+            else f"mix-table lr x{t.cond_lr_mult:g}"
         )
         return {
             "steps": [self.segment_start, self.step],
@@ -363,8 +365,12 @@ def _weights_config(model: ModelConfig) -> ModelConfig:
     return model.model_copy(update={"dcgan": model.dcgan.model_copy(update=d_only)})
 
 
-def _d_recipe(cfg: DCGANConfig) -> str:
-    weight = f" (weight {cfg.acgan_weight:g}, blends {cfg.acgan_blends:g})" if cfg.d_conditioning == "acgan" else ""
+def _d_recipe(cfg: DCGANConfig, lr_mult: float) -> str:
+    weight = (
+        f" (weight {cfg.acgan_weight:g}, blends {cfg.acgan_blends:g}, head lr x{lr_mult:g})"
+        if cfg.d_conditioning == "acgan"
+        else ""
+    )
     return f"D conditioning {cfg.d_conditioning}{weight}"
 
 
@@ -425,7 +431,10 @@ def build_trainer(run: RunConfig, dist_info: Dist) -> Trainer:
     }
     if run.model.family == "dcgan":
         assert disc is not None
-        opt_d = torch.optim.Adam(disc.parameters(), lr=t.lr, betas=(0.5, 0.999))
+        head = [p for n, p in disc.named_parameters() if n.startswith("group_head.")]
+        trunk = [p for n, p in disc.named_parameters() if not n.startswith("group_head.")]
+        d_groups = [{"params": trunk}] + ([{"params": head, "lr_mult": t.cond_lr_mult}] if head else [])
+        opt_d = torch.optim.Adam(d_groups, lr=t.lr, betas=(0.5, 0.999))
         opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.5, 0.999))
     else:
         named = list(net.named_parameters())

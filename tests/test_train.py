@@ -70,7 +70,7 @@ def test_acgan_run_learns_real_groups_and_ships_a_plain_generator(session_faces:
     assert all(r["d_group_loss"] > 0 and r["g_group_loss"] > 0 for r in rows if "d_loss" in r)
     _, weights, card = load_checkpoint(tmp_path / "run" / "checkpoint")
     assert not any("group_head" in k for k in weights)  # only the generator ships
-    assert "acgan (weight 0.5, blends 0.5)" in card["history"][-1]["recipe"]
+    assert "acgan (weight 0.5, blends 0.5, head lr x10)" in card["history"][-1]["recipe"]
     assert (
         len(FaceGenerator.from_checkpoint(tmp_path / "run" / "checkpoint", device="cpu").generate([0], [0, 0, 1, 0, 0]))
         == 1
@@ -267,6 +267,17 @@ def test_the_mix_embedding_learns_at_its_own_rate(session_faces: Path, tmp_path:
     groups = trainer.opt.param_groups
     assert [len(g["params"]) for g in groups] == [len(list(trainer.net.parameters())) - 1, 1]
     assert groups[1]["params"][0] is trainer.net.mix_embedding.table and table is not groups[1]["params"][0]
+    trainer.train_step()
+    assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"]) and groups[0]["lr"] == run.train.lr
+
+
+def test_the_acgan_group_head_learns_at_its_own_rate(session_faces: Path, tmp_path: Path) -> None:
+    run = tiny_run("dcgan", session_faces, tmp_path / "r", max_steps=300, cond_lr_mult=10.0)
+    dcgan = run.model.dcgan.model_copy(update={"d_conditioning": "acgan"})
+    trainer = build_trainer(run.model_copy(update={"model": run.model.model_copy(update={"dcgan": dcgan})}), Dist())
+    assert trainer.opt_d is not None and trainer.disc is not None
+    groups = trainer.opt_d.param_groups
+    assert groups[1]["params"] == list(trainer.disc.group_head.parameters())
     trainer.train_step()
     assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"]) and groups[0]["lr"] == run.train.lr
 
