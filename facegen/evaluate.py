@@ -236,8 +236,9 @@ def _setting_key(r: dict) -> tuple:
 
 
 def carry_over(results: list[dict], earlier: dict, reference_faces: int, n: int) -> list[dict]:
-    """Rows of an earlier report that this run did not re-measure (e.g. snapshots since deleted), so a
-    quality-vs-steps curve survives the loss of its early checkpoints. Only from the same reference
+    """Rows of an earlier report that this run did not re-measure (snapshots since deleted, or models
+    not re-evaluated), so a quality-vs-steps curve survives the loss of its early checkpoints and one
+    model can be re-shipped without re-sampling the others. Only from the same reference
     split and faces per mix; each carried row names the command that measured it."""
     if earlier.get("reference", {}).get("faces") != reference_faces or earlier.get("n") != n:
         raise ValueError(
@@ -254,6 +255,10 @@ def carry_over(results: list[dict], earlier: dict, reference_faces: int, n: int)
 
 def _mean_pure_accuracy(r: dict) -> float:
     return float(np.mean(list(r["pure_mix_accuracy"].values())))
+
+
+def _carried_mark(r: dict) -> str:
+    return " †" if "carried_from" in r else ""
 
 
 def _sampler_label(r: dict) -> str:
@@ -277,7 +282,7 @@ def markdown(report: dict) -> str:
     fmt = lambda v: "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     for r in report["results"]:
         lines.append(
-            f"| {r['model']} | {_sampler_label(r)} | {r['steps']} | {r['nfe']} | {r['seconds_per_face']:.2f} | "
+            f"| {r['model']}{_carried_mark(r)} | {_sampler_label(r)} | {r['steps']} | {r['nfe']} | {r['seconds_per_face']:.2f} | "
             f"{r['face_detection_rate']:.2f} | {r['diversity']:.2f} | {r['fd_classifier']:.2f} | "
             f"{fmt(r.get('fid'))} | {fmt(r.get('kid'))} | "
             + " | ".join(f"{r['pure_mix_accuracy'][g]:.2f}" for g in report["groups"])
@@ -291,7 +296,7 @@ def markdown(report: dict) -> str:
     for r in report["results"]:
         for m, shares in r["blend_shares"].items():
             lines.append(
-                f"- {r['model']} {_sampler_label(r)} {r['steps']}: {m}: "
+                f"- {r['model']}{_carried_mark(r)} {_sampler_label(r)} {r['steps']}: {m}: "
                 + ", ".join(f"{g} {v:.0%}" for g, v in shares.items())
             )
     curves = training_curves(report["results"])
@@ -303,15 +308,14 @@ def markdown(report: dict) -> str:
         ]
         for (run, sampler, steps), rows in curves.items():
             for r in rows:
-                mark = " †" if "carried_from" in r else ""
                 lines.append(
-                    f"| {run} | {sampler} | {steps} | {r['training_step']}{mark} | {r['face_detection_rate']:.2f} | "
+                    f"| {run} | {sampler} | {steps} | {r['training_step']}{_carried_mark(r)} | {r['face_detection_rate']:.2f} | "
                     f"{_mean_pure_accuracy(r):.2f} | {r['diversity']:.2f} |"
                 )
-        carried = sorted({r["carried_from"] for r in report["results"] if "carried_from" in r})
-        if carried:
-            lines += ["", "† measured earlier on snapshots no longer kept, by: " + "; ".join(f"`{c}`" for c in carried)]
         lines += ["", "![quality vs training steps](quality_vs_steps.png)"]
+    carried = sorted({r["carried_from"] for r in report["results"] if "carried_from" in r})
+    if carried:
+        lines += ["", "† not re-measured by this run: carried from " + "; ".join(f"`{c}`" for c in carried)]
     lines += ["", "![quality vs NFE](quality_vs_nfe.png)", ""]
     lines += [f"![{r['model']} {r['sampler']}]({r['sample_grid']})" for r in report["results"]]
     return "\n".join(lines) + "\n"

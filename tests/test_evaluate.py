@@ -168,7 +168,9 @@ def test_snapshots_of_one_run_give_a_quality_vs_training_steps_curve(
     assert main([*base, "--out", str(again), "--keep-earlier", str(out / "report.json")]) == 0
     kept = json.loads((again / "report.json").read_text())["results"]
     assert [(r["training_step"], "carried_from" in r) for r in kept] == [(40, False), (4, True)]
-    assert "| ddpm | ddim | 3 | 4 † |" in (again / "report.md").read_text()
+    md = (again / "report.md").read_text()
+    assert "| ddpm | ddim | 3 | 4 † |" in md and "| ddpm-000040 | ddim |" in md  # re-measured: no mark
+    assert "| ddpm-000004 † | ddim |" in md and "† not re-measured by this run: carried from `python -m" in md
     arms = [{**r, "model": f"{arm}-000040"} for r in kept[:1] for arm in ("dcgan-concat", "dcgan-projection")]
     assert training_curves(arms) == {}  # two runs at one step each are not a curve
     with pytest.raises(SystemExit, match="not comparable"):
