@@ -1,29 +1,46 @@
 #!/usr/bin/env bash
 # Evaluate the current EMA weights of runs/ and ship them to checkpoints/ as fp16 with model cards; then
 # evaluate every snapshot in runs/snapshots/ for the quality-vs-training-steps trend (docs/eval/trend).
+# MODELS="dcgan" re-ships a subset: the other models' rows are carried from the previous reports (marked †).
 source "$(dirname "$0")/common.sh"
 N=${N:-20}
 N_TREND=${N_TREND:-10}
+MODELS=${MODELS:-ddpm sde dcgan}
+declare -A SETTINGS=(
+  [ddpm]="ddpm=dpmpp:10 ddpm=dpmpp:20 ddpm=dpmpp:20:3 ddpm=ddim:25"
+  [sde]="sde=ode:25 sde=euler_maruyama:100"
+  [dcgan]="dcgan=single:1"
+)
+declare -A TREND_SETTINGS=([ddpm]="ddpm=dpmpp:20" [sde]="sde=euler_maruyama:50" [dcgan]="dcgan=single:1")
+runs=() settings=() trend_settings=() snapshots=()
+for model in $MODELS; do
+  runs+=("runs/$model/checkpoint")
+  read -ra s <<<"${SETTINGS[$model]}" && settings+=("${s[@]}")
+  trend_settings+=("${TREND_SETTINGS[$model]}")
+done
+# Rows this run does not re-measure (other models, snapshots lost with a machine) are kept, marked †.
+keep_from() { [ -f "$1" ] && cp "$1" "$2" && echo "--keep-earlier $2"; }
 mkdir -p checkpoints
 if [ -f runs/classifier/model.safetensors ]; then  # else the shipped classifier stays
   "$PY" -m facegen.export runs/classifier checkpoints/classifier
 fi
-"$PY" -m facegen.evaluate --checkpoints runs/ddpm/checkpoint runs/sde/checkpoint runs/dcgan/checkpoint \
-  --classifier checkpoints/classifier --reference "$DATA" --n "$N" --blends 2 \
-  --settings ddpm=dpmpp:10 ddpm=dpmpp:20 ddpm=dpmpp:20:3 ddpm=ddim:25 sde=ode:25 sde=euler_maruyama:100 dcgan=single:1 \
+# shellcheck disable=SC2046  # keep_from prints zero or two words
+"$PY" -m facegen.evaluate --checkpoints "${runs[@]}" $(keep_from docs/eval/report.json runs/report-before.json) \
+  --classifier checkpoints/classifier --reference "$DATA" --n "$N" --blends 2 --settings "${settings[@]}" \
   --out docs/eval
-for model in ddpm sde dcgan; do
+for model in $MODELS; do
   "$PY" -m facegen.export "runs/$model/checkpoint" "checkpoints/$model" --eval docs/eval/report.json
 done
 bash scripts/snapshot_runs.sh
-# Rows of the previous trend whose snapshots are gone (runs/ lost with a machine) are kept, marked †.
-keep=()
-[ -f docs/eval/trend/report.json ] && cp docs/eval/trend/report.json runs/trend-before.json && keep=(--keep-earlier runs/trend-before.json)
-"$PY" -m facegen.evaluate --checkpoints runs/snapshots/* "${keep[@]}" \
+for model in $MODELS; do
+  for s in runs/snapshots/"$model"-*; do [ -d "$s" ] && snapshots+=("$s"); done
+done
+# shellcheck disable=SC2046
+"$PY" -m facegen.evaluate --checkpoints "${snapshots[@]}" $(keep_from docs/eval/trend/report.json runs/trend-before.json) \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N_TREND" --blends 2 \
-  --settings ddpm=dpmpp:20 sde=euler_maruyama:50 dcgan=single:1 --out docs/eval/trend
+  --settings "${trend_settings[@]}" --out docs/eval/trend
 # The README's loss curves and the latest training sample grid of each run.
-for model in ddpm sde dcgan; do
+for model in $MODELS; do
   cp "runs/$model/loss.png" "docs/loss-$model.png"
   latest=$(ls "runs/$model"/samples-*.png 2>/dev/null | tail -1 || true)
   if [ -n "$latest" ]; then
