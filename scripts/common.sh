@@ -8,3 +8,12 @@ PY=${PY:-.venv/bin/python}
 checkpoint_step() {
   OMP_NUM_THREADS=1 "$PY" -c "import sys; from pathlib import Path; from facegen.checkpoints import read_weights; print(read_weights(Path(sys.argv[1]))[1]['step'])" "$1"
 }
+
+# Write MODEL's shipped checkpoint as of git revision REV into DEST (the A/B scripts start from a fixed one).
+checkpoint_at() {
+  local rev=$1 model=$2 dest=$3
+  [ -f "$dest/model.safetensors" ] && return
+  mkdir -p "$dest.tmp"
+  for f in config.json model.safetensors; do git show "$rev:checkpoints/$model/$f" >"$dest.tmp/$f"; done
+  mv "$dest.tmp" "$dest"
+}
