@@ -2,8 +2,7 @@
 # A/B of how the DCGAN discriminator sees the mix: continue the generator shipped at START_REV (step 5,750) for
 # STEPS steps with a fresh discriminator of each kind -- K constant input planes ("concat", the shipped
 # recipe) or a projection of its pooled features ("projection", Miyato & Koyama 2018) -- with the same
-# data order and seeds, then evaluate
-# the start and every arm at N faces per mix (docs/eval/dcgan-d-conditioning).
+# data order and seeds, then evaluate the start and every arm at N faces per mix (docs/eval/dcgan-d-conditioning).
 # Safe to re-run: each arm resumes. About 20 CPU minutes per arm at one thread for STEPS=500.
 source "$(dirname "$0")/common.sh"
 STEPS=${STEPS:-500}
