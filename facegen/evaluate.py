@@ -63,6 +63,9 @@ def reference_faces(
     return test.images, test.labels, faces.groups
 
 
+DEFAULT_FIRST_SEED = 10_000  # apart from the app's default seeds
+
+
 def evaluate_setting(
     gen: FaceGenerator,
     sampler: str,
@@ -76,11 +79,12 @@ def evaluate_setting(
     feature_net,
     inception_weights: Path | None,
     out: Path,
+    first_seed: int = DEFAULT_FIRST_SEED,
 ) -> dict:
     rows, all_images, all_feats, per_mix = [], [], [], {}
     t0 = time.perf_counter()
     for mix_name, w in tqdm(mixes(gen.groups, blends), desc=f"{gen.name} {sampler} {steps}", leave=False):
-        seeds = list(range(10_000, 10_000 + n))  # seeds apart from the app's defaults
+        seeds = list(range(first_seed, first_seed + n))
         x = _generate_uint8(gen, seeds, w, sampler, steps, guidance)
         pred, feats = predict(clf, x)
         per_mix[mix_name] = metrics.mix_fidelity(pred, w, gen.groups)
@@ -235,15 +239,22 @@ def _setting_key(r: dict) -> tuple:
     return r["family"], r.get("training_step"), r["sampler"], r["steps"], r.get("guidance", 1.0)
 
 
-def carry_over(results: list[dict], earlier: dict, reference_faces: int, n: int) -> list[dict]:
+def carry_over(
+    results: list[dict], earlier: dict, reference_faces: int, n: int, first_seed: int = DEFAULT_FIRST_SEED
+) -> list[dict]:
     """Rows of an earlier report that this run did not re-measure (snapshots since deleted, or models
     not re-evaluated), so a quality-vs-steps curve survives the loss of its early checkpoints and one
     model can be re-shipped without re-sampling the others. Only from the same reference
     split and faces per mix; each carried row names the command that measured it."""
-    if earlier.get("reference", {}).get("faces") != reference_faces or earlier.get("n") != n:
+    before = (
+        earlier.get("reference", {}).get("faces"),
+        earlier.get("n"),
+        earlier.get("first_seed", DEFAULT_FIRST_SEED),
+    )
+    if before != (reference_faces, n, first_seed):
         raise ValueError(
-            f"the earlier report used {earlier.get('reference', {}).get('faces')} reference faces and "
-            f"n = {earlier.get('n')}; this run uses {reference_faces} and n = {n}: not comparable"
+            f"the earlier report used {before[0]} reference faces, n = {before[1]} and first seed {before[2]}; "
+            f"this run uses {reference_faces}, n = {n} and first seed {first_seed}: not comparable"
         )
     have = {_setting_key(r) for r in results}
     return [
@@ -272,7 +283,8 @@ def markdown(report: dict) -> str:
         "# facegen evaluation",
         "",
         f"Reference: {report['reference']['faces']} held-out real faces. "
-        f"Faces per mix: {report['n']}. Classifier features for diversity and Fréchet distance.",
+        f"Faces per mix: {report['n']} (seeds from {report.get('first_seed', DEFAULT_FIRST_SEED)}). "
+        "Classifier features for diversity and Fréchet distance.",
         "",
         "| model | sampler | steps | NFE | s/face | face det. | diversity | FD (clf) | FID | KID | "
         + " | ".join(f"pure {g}" for g in report["groups"])
@@ -330,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", nargs="*", help="e.g. ddpm=dpmpp:20 ddpm=ddim:50 sde=ode:20 (default: each sampler)")
     p.add_argument("--n", type=int, default=50, help="faces per mix")
     p.add_argument("--blends", type=int, default=3, help="how many 50/50 blends")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=DEFAULT_FIRST_SEED,
+        help="faces use seeds first..first+n-1; re-check a model chosen on one seed range on another",
+    )
     p.add_argument("--inception-weights", type=Path, help="local pt_inception-2015-12-05 weights for FID/KID/IS")
     p.add_argument("--cache-dir", default="runs/cache")
     p.add_argument("--device", default="auto")
@@ -381,18 +399,20 @@ def main(argv: list[str] | None = None) -> int:
                     feature_net,
                     a.inception_weights,
                     a.out,
+                    a.first_seed,
                 )
             )
             log.info("%s", json.dumps({k: v for k, v in results[-1].items() if k != "mixes"}))
     if a.keep_earlier is not None:
         try:
             earlier = json.loads(a.keep_earlier.read_text())
-            results += carry_over(results, earlier, real["faces"], a.n)
+            results += carry_over(results, earlier, real["faces"], a.n, a.first_seed)
         except (OSError, json.JSONDecodeError, ValueError, KeyError) as err:
             raise SystemExit(f"error: --keep-earlier {a.keep_earlier}: {err}") from None
     report = {
         "reference": {"path": a.reference, "faces": real["faces"]},
         "n": a.n,
+        "first_seed": a.first_seed,
         "groups": list(groups),
         "real": real,
         "results": results,

@@ -122,6 +122,13 @@ def test_evaluate_end_to_end(tiny_checkpoints: dict[str, Path], classifier: Path
     assert (out / "quality_vs_nfe.png").stat().st_size > 1000 and (out / r["sample_grid"]).is_file()
     assert "real (ceiling)" in (out / "report.md").read_text()
 
+    # Another seed range draws other faces from the same model (to re-check a model chosen on the first).
+    dcgan = ["--checkpoints", str(tiny_checkpoints["dcgan"]), "--classifier", str(classifier), "--reference", str(ref)]
+    dcgan += ["--reference-fraction", "0.3", "--n", "4", "--blends", "1", "--cache-dir", str(tmp_path / "c")]
+    assert main([*dcgan, "--first-seed", "3", "--out", str(tmp_path / "other"), "--device", "cpu"]) == 0
+    other = json.loads((tmp_path / "other" / "report.json").read_text())["results"][0]
+    assert other["fd_classifier"] != report["results"][2]["fd_classifier"]
+
 
 def test_a_malformed_setting_is_a_clear_error(
     tiny_checkpoints: dict[str, Path], classifier: Path, tmp_path: Path
@@ -175,6 +182,9 @@ def test_snapshots_of_one_run_give_a_quality_vs_training_steps_curve(
     assert training_curves(arms) == {}  # two runs at one step each are not a curve
     with pytest.raises(SystemExit, match="not comparable"):
         main([*base, "--n", "3", "--out", str(again), "--keep-earlier", str(out / "report.json")])
+    with pytest.raises(SystemExit, match="first seed 10000; this run uses 12, n = 2 and first seed 7"):
+        main([*base, "--first-seed", "7", "--out", str(again), "--keep-earlier", str(out / "report.json")])
+    assert report["first_seed"] == 10_000 and "(seeds from 10000)" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow
