@@ -36,8 +36,10 @@ def face_detection_rate(images: torch.Tensor, upscale: int = 128) -> float:
 
 
 def mean_pairwise_distance(features: torch.Tensor, max_items: int = 1000) -> float:
-    """Mean L2 distance between distinct pairs of feature vectors (diversity; falls under mode collapse)."""
-    f = features[:max_items].double()
+    """Mean L2 distance between distinct pairs of feature vectors (diversity; falls under mode collapse).
+    Above max_items an evenly spaced subset is used, so features stacked mix by mix all stay represented."""
+    keep = torch.linspace(0, features.shape[0] - 1, max_items).round().long() if features.shape[0] > max_items else None
+    f = (features if keep is None else features[keep]).double()
     if f.shape[0] < 2:
         return float("nan")
     d = torch.cdist(f, f)

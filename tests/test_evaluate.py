@@ -40,6 +40,13 @@ def test_diversity_drops_under_mode_collapse() -> None:
     assert metrics.mean_pairwise_distance(collapsed) < 0.1 * metrics.mean_pairwise_distance(varied)
 
 
+def test_diversity_subsample_keeps_every_block() -> None:
+    # 3 blocks (e.g. mixes) stacked in order; a prefix of 1000 would see only the first two.
+    blocks = torch.cat([torch.zeros(600, 4), torch.ones(600, 4), torch.full((600, 4), 10.0)])
+    full = metrics.mean_pairwise_distance(blocks, max_items=1800)
+    assert metrics.mean_pairwise_distance(blocks, max_items=1000) == pytest.approx(full, rel=0.01)
+
+
 def test_face_detection_on_blank_images_is_zero() -> None:
     assert metrics.face_detection_rate(torch.full((4, 3, 64, 64), 128, dtype=torch.uint8)) == 0.0
 
