@@ -71,6 +71,10 @@ def test_acgan_run_learns_real_groups_and_ships_a_plain_generator(session_faces:
     _, weights, card = load_checkpoint(tmp_path / "run" / "checkpoint")
     assert not any("group_head" in k for k in weights)  # only the generator ships
     assert "acgan (weight 0.5, blends 0.5, head lr x10)" in card["history"][-1]["recipe"]
+    run_cfg = load_checkpoint(tmp_path / "run" / "checkpoint")[0]
+    assert "AC-GAN discriminator" in model_card("m", run_cfg, card, None)  # its bias is on the card
+    concat = {**card, "history": [{**h, "recipe": "D conditioning concat"} for h in card["history"]]}
+    assert "AC-GAN" not in model_card("m", run_cfg, concat, None)
     assert (
         len(FaceGenerator.from_checkpoint(tmp_path / "run" / "checkpoint", device="cpu").generate([0], [0, 0, 1, 0, 0]))
         == 1
