@@ -236,7 +236,9 @@ def steps_plot(curves: dict[tuple[str, str, int], list[dict]], real: dict, path:
 
 
 def _setting_key(r: dict) -> tuple:
-    return r["family"], r.get("training_step"), r["sampler"], r["steps"], r.get("guidance", 1.0)
+    """A row is re-measured when this run evaluates the same model name (a folder: `dcgan` for the shipped
+    one, `dcgan-007250` for a snapshot) with the same setting; a re-shipped model replaces its old row."""
+    return r["model"], r["sampler"], r["steps"], r.get("guidance", 1.0)
 
 
 def carry_over(

@@ -40,6 +40,13 @@ ACGAN_BIAS = [
 ]
 
 
+def _sample_size(r: dict) -> str:
+    if r.get("n") is None:
+        return ""
+    seeds = f", seeds from {r['first_seed']}" if r.get("first_seed") is not None else ""
+    return f" ({r['n']} faces per mix{seeds})"
+
+
 def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str:
     m, t = run.model, run.train
     hours = card.get("wall_time_s", 0) / 3600
@@ -64,7 +71,8 @@ def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str
     if evaluation:
         for r in evaluation:
             lines.append(
-                f"- {r['sampler']} {r['steps']} steps, guidance {r.get('guidance', 1.0):g}: face detection {r['face_detection_rate']:.2f}, "
+                f"- {r['sampler']} {r['steps']} steps, guidance {r.get('guidance', 1.0):g}{_sample_size(r)}: "
+                f"face detection {r['face_detection_rate']:.2f}, "
                 f"diversity {r['diversity']:.2f}, Fréchet distance (classifier features) {r['fd_classifier']:.2f}, "
                 "pure-mix accuracy " + ", ".join(f"{g} {v:.2f}" for g, v in r["pure_mix_accuracy"].items())
             )
@@ -104,7 +112,7 @@ def export(src: Path, dst: Path, evaluation: Path | None = None) -> Path:
     if evaluation is not None:
         report = json.loads(evaluation.read_text())
         results = [  # this model's rows: same family and, where the report records it, the same step
-            r
+            {**r, "n": report.get("n"), "first_seed": report.get("first_seed")}
             for r in report["results"]
             if r["family"] == run.model.family and r.get("training_step", card.get("step")) == card.get("step")
         ]

@@ -53,10 +53,12 @@ def test_model_card_takes_the_evaluation_of_its_own_step(ckpt: Path, tmp_path: P
     row = {"family": card_family(ckpt), "sampler": "ddim", "steps": 5, "face_detection_rate": 0.5}
     row |= {"diversity": 1.0, "fd_classifier": 2.0, "pure_mix_accuracy": {"White": 0.25}}
     report = {"results": [{**row, "training_step": card["step"]}, {**row, "training_step": card["step"] + 1}]}
+    report |= {"n": 20, "first_seed": 10_000}
     report["results"][1]["face_detection_rate"] = 0.75
     (tmp_path / "report.json").write_text(json.dumps(report))
     text = (export(ckpt, tmp_path / "shipped", tmp_path / "report.json") / "README.md").read_text()
     assert "face detection 0.50" in text and "face detection 0.75" not in text
+    assert "guidance 1 (20 faces per mix, seeds from 10000): face detection 0.50" in text
 
 
 def card_family(folder: Path) -> str:

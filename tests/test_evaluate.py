@@ -47,6 +47,16 @@ def test_diversity_subsample_keeps_every_block() -> None:
     assert metrics.mean_pairwise_distance(blocks, max_items=1000) == pytest.approx(full, rel=0.01)
 
 
+def test_a_reshipped_model_replaces_its_row_and_the_others_are_carried() -> None:
+    from facegen.evaluate import carry_over
+
+    row = {"sampler": "single", "steps": 1, "guidance": 1.0, "family": "dcgan"}
+    earlier = {"reference": {"faces": 408}, "n": 20, "command": "python -m facegen.evaluate ..."}
+    earlier["results"] = [{**row, "model": "dcgan", "training_step": 5750}, {**row, "model": "ddpm", "family": "ddpm"}]
+    carried = carry_over([{**row, "model": "dcgan", "training_step": 7250}], earlier, 408, 20)
+    assert [r["model"] for r in carried] == ["ddpm"] and carried[0]["carried_from"] == earlier["command"]
+
+
 def test_face_detection_on_blank_images_is_zero() -> None:
     assert metrics.face_detection_rate(torch.full((4, 3, 64, 64), 128, dtype=torch.uint8)) == 0.0
 
