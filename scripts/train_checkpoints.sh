@@ -11,7 +11,9 @@ MODELS=${MODELS:-ddpm sde dcgan}
 init_from() { [ -f "checkpoints/$1/model.safetensors" ] && echo "--init-from checkpoints/$1"; }
 for model in $MODELS; do
   case $model in
-    dcgan) budget=(--max-steps 20000 --save-every 250 --sample-every 500) ;;
+    # the shipped DCGAN's recipe since step 5,750 (README "Results"): AC-GAN discriminator
+    dcgan) budget=(--max-steps 20000 --save-every 250 --sample-every 500 --d-conditioning acgan --acgan-weight 3
+      --acgan-blends 0.5) ;;
     *) budget=(--max-steps 40000) ;;
   esac
   # shellcheck disable=SC2046  # init_from prints zero or two words
