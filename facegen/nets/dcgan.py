@@ -55,7 +55,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """(B, 3, H, W) image, (B, K) mix -> (B,) real/fake logit; `group_logits` gives the AC-GAN head's
+    """(B, 3, H, W) image, (B, K) mix -> (B,) real/fake logit; `score` also returns the AC-GAN head's
     (B, K) group logits from the same pass.
 
     With projection conditioning the logit is psi(h) + <E mix, mean_xy h> for the last 4x4 features h:
