@@ -378,6 +378,8 @@ def random_blends(mix: torch.Tensor, share: float, gen: torch.Generator) -> torc
     """Replace about `share` of the (one-hot) mixes by a blend of their group and a random other one,
     with the first group's weight ~ U(0, 1)."""
     b, k = mix.shape
+    if k < 2:  # unlabelled data (one group): nothing to blend
+        return mix
     picked = torch.rand(b, generator=gen) < share
     own = mix.argmax(1).cpu()
     other = (own + torch.randint(1, k, (b,), generator=gen)) % k

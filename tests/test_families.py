@@ -131,6 +131,8 @@ def test_random_blends_mix_each_face_with_one_other_group() -> None:
     assert 150 < changed.sum() < 250  # about half
     assert ((blends[changed] > 0).sum(1) == 2).all()  # two groups ...
     assert (blends[changed] * mix[changed]).sum(1).gt(0).all()  # ... one of them the face's own
+    one_group = torch.ones(4, 1)
+    assert torch.equal(random_blends(one_group, 1.0, torch.Generator().manual_seed(0)), one_group)
 
 
 def test_dcgan_128_variant_shapes() -> None:
