@@ -32,12 +32,12 @@ TERMS = (
 )
 
 
-ACGAN_BIAS = [
+ACGAN_BIAS = (
     "- Trained with an AC-GAN discriminator, whose group head rewards faces it finds typical of the requested "
     "group: the group classifier assigns the requested group to more generated faces than real ones (see the "
     "evaluation against its accuracy on real faces), i.e. the faces lean towards the most recognisable look of each "
     "group and under-represent faces that do not fit it."
-]
+)
 
 
 def _sample_size(r: dict) -> str:
@@ -87,7 +87,7 @@ def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str
         "person; labels are noisy (e.g. some Asian-labelled faces look South Asian). The model reproduces that labelling, "
         "not anyone's identity; 'Others' had 6x fewer examples than 'White' (balanced sampling counters part of this).",
         "- UTKFace skews towards some ages (many babies, median 29) and frontal, cropped photos; watermarks appear.",
-        *ACGAN_BIAS * any("acgan" in h.get("recipe", "") for h in card.get("history", [])),
+        *([ACGAN_BIAS] if any("acgan" in h.get("recipe", "") for h in card.get("history", [])) else []),
         "- Every output is synthetic and is marked so in its PNG metadata. Do not present outputs as real people.",
     ]
     return "\n".join(lines) + "\n"

@@ -17,3 +17,9 @@ checkpoint_at() {
   for f in config.json model.safetensors; do git show "$rev:checkpoints/$model/$f" >"$dest.tmp/$f"; done
   mv "$dest.tmp" "$dest"
 }
+
+# Copy a checkpoint folder's weights and config to DEST, atomically (a partial copy never looks like one).
+copy_checkpoint() {
+  local src=$1 dest=$2
+  mkdir -p "$dest.tmp" && cp "$src/config.json" "$src/model.safetensors" "$dest.tmp/" && mv "$dest.tmp" "$dest"
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # AC-GAN A/B: continue the DCGAN shipped at START_REV (step 5,750, trained with the concat discriminator)
-# with a fresh AC-GAN discriminator (docs: README "Conditioning"), three arms, same data order and seeds:
+# with a fresh AC-GAN discriminator (README, "The library"), four arms, same data order and seeds:
 #   acgan       weight 1, no blends, group head at the base LR (cond_lr_mult 1)   to 6,250
 #   acganblend  weight 1, blends 0.5, head at 10x                                  to 6,750
 #   acganw2     weight 2, blends 0.5, head at 10x                                  to 7,250
@@ -26,7 +26,7 @@ arm() {
     OMP_NUM_THREADS=1 "$PY" train.py --model dcgan --data "$DATA" --max-steps "$end" --save-every 250 \
       --sample-every 250 --d-conditioning acgan --out "runs/dcgan-$name" --resume latest --init-from "$start" \
       --no-progress "$@" >>"runs/dcgan-$name.log" 2>&1
-    cp -r "runs/dcgan-$name/checkpoint" "runs/ab/dcgan-$name-$end.tmp" && mv "runs/ab/dcgan-$name-$end.tmp" "runs/ab/dcgan-$name-$end"
+    copy_checkpoint "runs/dcgan-$name/checkpoint" "runs/ab/dcgan-$name-$end"
   done
 }
 arm acgan 6000 6250 -- --config runs/ab/head-lr-x1.json &

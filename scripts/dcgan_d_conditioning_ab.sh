@@ -21,7 +21,7 @@ for kind in $KINDS; do
 done
 wait
 for kind in $KINDS; do
-  rm -rf "runs/ab/dcgan-$kind-$end" && cp -r "runs/dcgan-$kind/checkpoint" "runs/ab/dcgan-$kind-$end"
+  rm -rf "runs/ab/dcgan-$kind-$end" && copy_checkpoint "runs/dcgan-$kind/checkpoint" "runs/ab/dcgan-$kind-$end"
   arms+=("runs/ab/dcgan-$kind-$end")
 done
 "$PY" -m facegen.evaluate --checkpoints "$start" "${arms[@]}" \

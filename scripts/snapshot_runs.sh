@@ -8,7 +8,7 @@ for model in ddpm sde dcgan; do
   step=$(checkpoint_step "$src")
   dst=$(printf "runs/snapshots/%s-%06d" "$model" "$step")
   if [ ! -d "$dst" ]; then
-    mkdir -p "$dst.tmp" && cp "$src/config.json" "$src/model.safetensors" "$dst.tmp/" && mv "$dst.tmp" "$dst"
+    copy_checkpoint "$src" "$dst"
     echo "snapshot $dst"
   fi
 done
