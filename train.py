@@ -31,7 +31,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="size preset")
     p.add_argument("--config", type=Path, help="JSON file with {model, data, train} overrides")
     p.add_argument("--image-size", type=int, help="64 or 128 (16/32 for tests)")
-    p.add_argument("--sde", choices=["vp", "ve"], help="SDE kind for --model sde (default vp)")
+    p.add_argument(
+        "--sde", choices=["vp", "ve", "edm"], help="SDE kind for --model sde (presets: edm, EDM preconditioning)"
+    )
+    p.add_argument("--prediction", choices=["epsilon", "v"], help="what the DDPM U-Net predicts (presets: v)")
+    p.add_argument(
+        "--loss-weight", choices=["uniform", "min_snr"], help="DDPM loss weighting over timesteps (presets: min_snr)"
+    )
     p.add_argument("--beta-schedule", choices=["linear", "cosine"], help="DDPM noise schedule (default linear)")
     p.add_argument(
         "--d-conditioning",
@@ -87,10 +93,18 @@ def flag_overrides(a: argparse.Namespace) -> dict[str, Any]:
     dcgan = {k: getattr(a, k) for k in ("d_conditioning", "acgan_weight", "acgan_blends") if getattr(a, k) is not None}
     if dcgan:
         tree["model"]["dcgan"] = dcgan
-    if a.beta_schedule is not None or a.timesteps is not None:
-        tree["model"]["ddpm"] = {
-            k: v for k, v in (("beta_schedule", a.beta_schedule), ("num_train_timesteps", a.timesteps)) if v is not None
-        }
+    ddpm = {
+        k: v
+        for k, v in (
+            ("beta_schedule", a.beta_schedule),
+            ("num_train_timesteps", a.timesteps),
+            ("prediction", a.prediction),
+            ("loss_weight", a.loss_weight),
+        )
+        if v is not None
+    }
+    if ddpm:
+        tree["model"]["ddpm"] = ddpm
     for key in ("labels", "balanced", "hflip", "jitter", "cache_dir"):
         _set(tree, "data", key, getattr(a, key))
     _set(tree, "data", "celeba_attributes", tuple(a.celeba_attributes) if a.celeba_attributes else None)

@@ -25,13 +25,15 @@ from facegen.config import resolve  # noqa: E402
 from facegen.diffusion.ddpm import sampling_scheduler  # noqa: E402
 from facegen.nets import build_sampling_net  # noqa: E402
 from facegen.pipeline import FaceGenerator  # noqa: E402
+from facegen.sampling import DEFAULT_STEPS  # noqa: E402
 from facegen.studio import Studio, parse_params  # noqa: E402
 
-SETTINGS = {
-    "ddpm": [("dpmpp", 20), ("ddim", 50), ("ancestral", 100)],
-    "sde": [("ode", 20), ("euler_maruyama", 100), ("predictor_corrector", 50)],
-    "dcgan": [("single", 1)],
-}
+
+def settings(gen: FaceGenerator) -> list[tuple[str, int]]:
+    """Every sampler the model offers at its default steps (the default sampler first)."""
+    return [(s, DEFAULT_STEPS[s]) for s in gen.samplers]
+
+
 MIX = [1.0, 0.0, 0.0, 0.0, 0.0]
 
 
@@ -76,9 +78,12 @@ def streamed(studio: Studio, gen: FaceGenerator, sampler: str, steps: int, faces
 
 
 def diffusers_reference(gen: FaceGenerator, steps: int, faces: int) -> float:
-    """diffusers' DPM-Solver++ loop driving the same UNet2DModel in fp32, batched, as its pipelines do."""
+    """diffusers' DPM-Solver++ loop driving the same UNet2DModel in fp32, batched, as its pipelines do
+    (told the model's prediction type, so it does the epsilon/v conversion itself)."""
     unet, embed = gen.net.unet, gen.net.mix_embedding
+    prediction = {"epsilon": "epsilon", "v": "v_prediction"}[gen.config.ddpm.prediction]
     scheduler = sampling_scheduler(gen.config.ddpm, "dpmpp")
+    scheduler = type(scheduler).from_config(scheduler.config, prediction_type=prediction)
     cond = condition_vector(torch.tensor([MIX] * faces))
 
     def run() -> None:
@@ -111,7 +116,7 @@ def main() -> None:
         gen.name = family
         print(f"{family}: precision {gen.precision} (auto), batching {gen.batching}")
         studio = Studio({family: gen}, out_dir=tmp, min_interval=0.1)
-        for sampler, steps in SETTINGS[family]:
+        for sampler, steps in settings(gen):
             ff = min(first_frame(gen, sampler, steps) for _ in range(2))
             one = timed(lambda s=sampler, n=steps, g=gen: g.generate([0], MIX, s, n), 2)
             four = timed(lambda s=sampler, n=steps, g=gen: g.generate([0, 1, 2, 3], MIX, s, n), 2)

@@ -8,7 +8,9 @@ Semantics, in one place:
   shows one-hot labels and, with probability `cond_dropout`, the null one-hot instead (label dropout,
   Ho & Salimans 2022), so the same network also learns the unconditional model.
 * Diffusion nets embed the condition vector linearly, ``e = c @ E`` with a learned table E of K + 1
-  rows: a blend embeds to the same blend of the group embeddings, a point between groups.
+  rows: a blend embeds to the same blend of the group embeddings, a point between groups. E starts at
+  N(0, 1) like a class embedding in the field, so the condition is as loud as the time embedding it
+  is added to from the first step (at N(0, 0.02) the networks learned to ignore it).
 * Classifier-free guidance with scale w combines the two predictions as
   ``out = out_uncond + w * (out_cond - out_uncond)``: w = 1 is the plain conditional model, w = 0 the
   unconditional one, w > 1 pushes harder towards the mix.
@@ -69,9 +71,9 @@ def drop_labels(cond: torch.Tensor, p: float, gen: torch.Generator) -> torch.Ten
 class MixEmbedding(nn.Module):
     """(B, K + 1) condition vector -> (B, dim) embedding, linear in the weights (see module docstring)."""
 
-    def __init__(self, num_groups: int, dim: int) -> None:
+    def __init__(self, num_groups: int, dim: int, init_std: float = 1.0) -> None:
         super().__init__()
-        self.table = nn.Parameter(torch.randn(num_groups + 1, dim) * 0.02)
+        self.table = nn.Parameter(torch.randn(num_groups + 1, dim) * init_std)
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         return cond.to(self.table.dtype) @ self.table

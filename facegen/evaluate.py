@@ -17,6 +17,7 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -29,10 +30,10 @@ from tqdm import tqdm
 from facegen import metrics
 from facegen.classifier import load_classifier, per_group_accuracy, predict
 from facegen.config import DataConfig
-from facegen.data import load_faces, split
+from facegen.data import FaceSet, load_faces, split
 from facegen.pipeline import FaceGenerator
 from facegen.plots import grid, to_pil
-from facegen.sampling import DEFAULT_STEPS, SAMPLERS, network_evaluations
+from facegen.sampling import DEFAULT_STEPS, network_evaluations
 
 log = logging.getLogger(__name__)
 REFERENCE_PX = 64
@@ -51,16 +52,33 @@ def mixes(groups: tuple[str, ...], blends: int) -> list[tuple[str, list[float]]]
 
 def reference_faces(
     path: str, test_fraction: float, cache_dir: str | None
-) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
-    """The training runs' held-out split of the folder (never trained on by the generators)."""
+) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...], FaceSet]:
+    """The training runs' held-out split of the folder (never trained on by the generators), its labels,
+    the group names, and the training split (for the real faces' own two-sample figure)."""
     faces = load_faces(DataConfig(path=path, cache_dir=cache_dir), REFERENCE_PX)
-    _, test = split(faces, test_fraction)
+    train, test = split(faces, test_fraction)
     if len(test.images) < 2:
         raise ValueError(
             f"the held-out {test_fraction:g} of {path} holds {len(test.images)} faces; give a larger folder "
             "or --reference-fraction"
         )
-    return test.images, test.labels, faces.groups
+    return test.images, test.labels, faces.groups, train
+
+
+def real_two_sample(clf, train: FaceSet, ref_feats: torch.Tensor, ref_labels: torch.Tensor, seed: int = 0) -> float:
+    """The two-sample figure of real training faces against the held-out ones: what a perfect generator scores
+    (above 0.5 where the classifier's features remember its own training faces)."""
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.cat(
+        [
+            torch.nonzero(train.labels == k).flatten()[torch.randperm(int((train.labels == k).sum()), generator=g)][
+                : 2 * int((ref_labels == k).sum())
+            ]
+            for k in torch.unique(ref_labels)
+        ]
+    )
+    _, feats = predict(clf, train.images[pick])
+    return metrics.two_sample_accuracy(feats, train.labels[pick], ref_feats, ref_labels)
 
 
 DEFAULT_FIRST_SEED = 10_000  # apart from the app's default seeds
@@ -75,31 +93,40 @@ def evaluate_setting(
     blends: int,
     clf,
     ref_feats: torch.Tensor,
+    ref_labels: torch.Tensor,
     ref_images: torch.Tensor,
     feature_net,
     inception_weights: Path | None,
     out: Path,
     first_seed: int = DEFAULT_FIRST_SEED,
+    grids: Path | None = None,
 ) -> dict:
+    """One model at one setting; its sample grid goes to `grids` (default `out`), linked from the report."""
     rows, all_images, all_feats, per_mix = [], [], [], {}
+    pure_feats, pure_groups = [], []
     t0 = time.perf_counter()
     for mix_name, w in tqdm(mixes(gen.groups, blends), desc=f"{gen.name} {sampler} {steps}", leave=False):
         seeds = list(range(first_seed, first_seed + n))
         x = _generate_uint8(gen, seeds, w, sampler, steps, guidance)
         pred, feats = predict(clf, x)
         per_mix[mix_name] = metrics.mix_fidelity(pred, w, gen.groups)
+        if max(w) == 1.0:
+            pure_feats.append(feats)
+            pure_groups.append(torch.full((len(feats),), w.index(1.0)))
         all_images.append(x)
         all_feats.append(feats)
         rows.append(to_pil(x[:8].float() / 127.5 - 1))
     seconds = time.perf_counter() - t0
     images, feats = torch.cat(all_images), torch.cat(all_feats)
     tag = f"{gen.name}-{sampler}-{steps}" + (f"-cfg{guidance:g}" if guidance != 1.0 else "")
-    grid(rows, [m for m, _ in mixes(gen.groups, blends)]).save(out / f"samples-{tag}.png")
+    grids = grids or out
+    grid(rows, [m for m, _ in mixes(gen.groups, blends)]).save(grids / f"samples-{tag}.png")
     pure = {g: per_mix[g]["achieved"][g] for g in gen.groups}
     result = {
         "model": gen.name,
         "family": gen.family,
         "training_step": gen.card.get("step"),
+        "training_cpu_hours": gen.card.get("cpu_hours"),
         "sampler": sampler,
         "steps": steps,
         "guidance": guidance,
@@ -109,10 +136,11 @@ def evaluate_setting(
         "face_detection_rate": metrics.face_detection_rate(images),
         "diversity": metrics.mean_pairwise_distance(feats),
         "fd_classifier": metrics.frechet_distance(feats, ref_feats),
+        "two_sample": metrics.two_sample_accuracy(torch.cat(pure_feats), torch.cat(pure_groups), ref_feats, ref_labels),
         "pure_mix_accuracy": pure,
         "mixes": per_mix,
         "blend_shares": {m: {g: r["achieved"][g] for g in m.split("+")} for m, r in per_mix.items() if "+" in m},
-        "sample_grid": f"samples-{tag}.png",
+        "sample_grid": os.path.relpath(grids / f"samples-{tag}.png", out),
     }
     if feature_net is not None:
         result |= metrics.fid_kid(ref_images, images, feature_net)
@@ -143,20 +171,20 @@ def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[tuple[str
     Raises ValueError naming the item when steps or guidance is not a number.
     """
     if not text:
-        return [(s, DEFAULT_STEPS[s], 1.0) for s in SAMPLERS[gen.family]]
+        return [(s, DEFAULT_STEPS[s], 1.0) for s in gen.samplers]
     out = []
     for item in text:
         family, _, rest = item.partition("=")
         if rest and family != gen.family:
             continue
         sampler, steps, guidance = [*(rest or item).split(":"), "", ""][:3]
-        if sampler not in SAMPLERS[gen.family]:
+        if sampler not in gen.samplers:
             continue
         try:
             out.append((sampler, int(steps) if steps else DEFAULT_STEPS[sampler], float(guidance) if guidance else 1.0))
         except ValueError:
             raise ValueError(f"setting {item!r}: write sampler[:steps[:guidance]], e.g. dpmpp:20:2.0") from None
-    first = SAMPLERS[gen.family][0]
+    first = gen.samplers[0]
     return out or [(first, DEFAULT_STEPS[first], 1.0)]
 
 
@@ -203,13 +231,20 @@ def training_curves(results: list[dict]) -> dict[tuple[str, str, int], list[dict
     }
 
 
+def _cpu_hours(rows: list[dict]) -> list[float] | None:
+    hours = [r.get("training_cpu_hours") for r in rows]
+    return None if any(h is None for h in hours) else hours
+
+
 def steps_plot(curves: dict[tuple[str, str, int], list[dict]], real: dict, path: Path) -> None:
+    """Quality against training: CPU-hours on the x axis where every row of a curve records them, else steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), dpi=100)
+    by_hours = all(_cpu_hours(rows) is not None for rows in curves.values())
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.5), dpi=100)
     panels = [
         (lambda r: r["face_detection_rate"], "face-detection rate", real["face_detection_rate"]),
         (
@@ -218,17 +253,15 @@ def steps_plot(curves: dict[tuple[str, str, int], list[dict]], real: dict, path:
             float(np.mean(real["classifier_accuracy_per_group"])),
         ),
         (lambda r: r["diversity"], "diversity (classifier features)", real["diversity"]),
+        (lambda r: r.get("two_sample", float("nan")), "two-sample accuracy (0.5 = real)", real.get("two_sample")),
     ]
     for ax, (value, label, ceiling) in zip(axes, panels, strict=True):
         for (run, sampler, steps), rows in curves.items():
-            ax.plot(
-                [r["training_step"] for r in rows],
-                [value(r) for r in rows],
-                marker="o",
-                label=f"{run} {sampler} {steps}",
-            )
-        ax.axhline(ceiling, color="gray", linestyle="--", linewidth=1, label="real faces")
-        ax.set(xlabel="training steps", ylabel=label)
+            x = _cpu_hours(rows) if by_hours else [r["training_step"] for r in rows]
+            ax.plot(x, [value(r) for r in rows], marker="o", label=f"{run} {sampler} {steps}")
+        if ceiling is not None:
+            ax.axhline(ceiling, color="gray", linestyle="--", linewidth=1, label="real faces")
+        ax.set(xlabel="training CPU-hours" if by_hours else "training steps", ylabel=label)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
@@ -288,23 +321,25 @@ def markdown(report: dict) -> str:
         f"Faces per mix: {report['n']} (seeds from {report.get('first_seed', DEFAULT_FIRST_SEED)}). "
         "Classifier features for diversity and Fréchet distance.",
         "",
-        "| model | sampler | steps | NFE | s/face | face det. | diversity | FD (clf) | FID | KID | "
+        "| model | sampler | steps | NFE | s/face | face det. | diversity | FD (clf) | two-sample | FID | KID | "
         + " | ".join(f"pure {g}" for g in report["groups"])
         + " |",
-        "|" + "---|" * (10 + len(report["groups"])),
+        "|" + "---|" * (11 + len(report["groups"])),
     ]
     fmt = lambda v: "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     for r in report["results"]:
         lines.append(
             f"| {r['model']}{_carried_mark(r)} | {_sampler_label(r)} | {r['steps']} | {r['nfe']} | {r['seconds_per_face']:.2f} | "
             f"{r['face_detection_rate']:.2f} | {r['diversity']:.2f} | {r['fd_classifier']:.2f} | "
-            f"{fmt(r.get('fid'))} | {fmt(r.get('kid'))} | "
+            f"{fmt(r.get('two_sample'))} | {fmt(r.get('fid'))} | {fmt(r.get('kid'))} | "
             + " | ".join(f"{r['pure_mix_accuracy'][g]:.2f}" for g in report["groups"])
             + " |"
         )
     lines.append(
         f"| real (ceiling) | – | – | – | – | {real['face_detection_rate']:.2f} | {real['diversity']:.2f} | "
-        f"0 | – | – | " + " | ".join(f"{a:.2f}" for a in real["classifier_accuracy_per_group"]) + " |"
+        f"0 | {fmt(real.get('two_sample'))} | – | – | "
+        + " | ".join(f"{a:.2f}" for a in real["classifier_accuracy_per_group"])
+        + " |"
     )
     lines += ["", "Blends (share of each requested group among the faces):", ""]
     for r in report["results"]:
@@ -317,14 +352,15 @@ def markdown(report: dict) -> str:
     if curves:
         lines += ["", "Quality against training steps:", ""]
         lines += [
-            "| run | sampler | steps | training steps | face det. | mean pure-mix acc. | diversity |",
-            "|---|---|---|---|---|---|---|",
+            "| run | sampler | steps | training steps | CPU-hours | face det. | mean pure-mix acc. | diversity | two-sample |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for (run, sampler, steps), rows in curves.items():
             for r in rows:
                 lines.append(
-                    f"| {run} | {sampler} | {steps} | {r['training_step']}{_carried_mark(r)} | {r['face_detection_rate']:.2f} | "
-                    f"{_mean_pure_accuracy(r):.2f} | {r['diversity']:.2f} |"
+                    f"| {run} | {sampler} | {steps} | {r['training_step']}{_carried_mark(r)} | "
+                    f"{fmt(r.get('training_cpu_hours'))} | {r['face_detection_rate']:.2f} | "
+                    f"{_mean_pure_accuracy(r):.2f} | {r['diversity']:.2f} | {fmt(r.get('two_sample'))} |"
                 )
         lines += ["", "![quality vs training steps](quality_vs_steps.png)"]
     carried = sorted({r["carried_from"] for r in report["results"] if "carried_from" in r})
@@ -355,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("eval"))
     p.add_argument(
+        "--grids", type=Path, help="where the sample grids go (default --out; e.g. runs/ for grids no page shows)"
+    )
+    p.add_argument(
         "--keep-earlier",
         type=Path,
         help="an earlier report.json whose rows this run does not re-measure are kept (trend of lost snapshots)",
@@ -362,9 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.grids is not None:
+        a.grids.mkdir(parents=True, exist_ok=True)
     clf, clf_cfg = load_classifier(a.classifier)
     try:
-        ref_images, ref_labels, groups = reference_faces(a.reference, a.reference_fraction, a.cache_dir)
+        ref_images, ref_labels, groups, train_faces = reference_faces(a.reference, a.reference_fraction, a.cache_dir)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     ref_pred, ref_feats = predict(clf, ref_images)
@@ -374,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         "face_detection_rate": metrics.face_detection_rate(ref_images),
         "diversity": metrics.mean_pairwise_distance(ref_feats),
         "classifier_accuracy_per_group": per_group_accuracy(ref_pred, ref_labels, len(groups)),
+        "two_sample": real_two_sample(clf, train_faces, ref_feats, ref_labels),
     }
+    del train_faces
     results = []
     for folder in a.checkpoints:
         gen = FaceGenerator.from_checkpoint(folder, device=a.device)
@@ -397,11 +440,13 @@ def main(argv: list[str] | None = None) -> int:
                     a.blends,
                     clf,
                     ref_feats,
+                    ref_labels,
                     ref_images,
                     feature_net,
                     a.inception_weights,
                     a.out,
                     a.first_seed,
+                    a.grids,
                 )
             )
             log.info("%s", json.dumps({k: v for k, v in results[-1].items() if k != "mixes"}))

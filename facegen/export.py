@@ -74,7 +74,9 @@ def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str
                 f"- {r['sampler']} {r['steps']} steps, guidance {r.get('guidance', 1.0):g}{_sample_size(r)}: "
                 f"face detection {r['face_detection_rate']:.2f}, "
                 f"diversity {r['diversity']:.2f}, Fréchet distance (classifier features) {r['fd_classifier']:.2f}, "
-                "pure-mix accuracy " + ", ".join(f"{g} {v:.2f}" for g, v in r["pure_mix_accuracy"].items())
+                + (f"two-sample accuracy {r['two_sample']:.2f}, " if r.get("two_sample") is not None else "")
+                + "pure-mix accuracy "
+                + ", ".join(f"{g} {v:.2f}" for g, v in r["pure_mix_accuracy"].items())
             )
     else:
         lines.append("Not evaluated yet: run `python -m facegen.evaluate` (see the project README).")

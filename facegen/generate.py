@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mix", required=True, help="comma-separated group weights, e.g. 1,0,0,0,0")
     p.add_argument("--sampler", help="sampler (default: the family's first)")
     p.add_argument("--steps", type=int, help="sampler steps")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", type=Path, default=Path("face.png"), help="PNG path; several faces get -seedN suffixes")
     a = p.parse_args(argv)

@@ -28,7 +28,16 @@ from facegen.diffusion.samplers import Step
 from facegen.nets import build_sampling_net
 from facegen.plots import to_pil
 from facegen.runtime import pick_device, resolve_precision
-from facegen.sampling import DEFAULT_STEPS, SAMPLERS, STEP_RANGE, Batching, Request, final, stream
+from facegen.sampling import (
+    DEFAULT_STEPS,
+    STEP_RANGE,
+    Batching,
+    Request,
+    default_guidance,
+    final,
+    samplers_for,
+    stream,
+)
 
 MAX_SEED = 2**32 - 1
 
@@ -77,7 +86,7 @@ class FaceGenerator:
 
     @property
     def samplers(self) -> tuple[str, ...]:
-        return SAMPLERS[self.family]
+        return samplers_for(self.config)
 
     def request(
         self,
@@ -103,7 +112,7 @@ class FaceGenerator:
             raise RequestError(f"steps must be an integer in [{lo}, {hi}] for {sampler}, got {steps!r}")
         if self.family == "ddpm" and steps > self.config.ddpm.num_train_timesteps:
             raise RequestError(f"steps must not exceed the model's {self.config.ddpm.num_train_timesteps} timesteps")
-        guidance = 1.0 if guidance is None else float(guidance)
+        guidance = default_guidance(self.config) if guidance is None else float(guidance)
         if not math.isfinite(guidance) or not 0.0 <= guidance <= 20.0:
             raise RequestError(f"guidance must be a number in [0, 20], got {guidance}")
         return Request(tuple(seeds), normalise_mix(mix, self.groups), sampler, steps, guidance)

@@ -1,7 +1,8 @@
 """From a network and a demographic mix to a stream of `Step`s, for every family and sampler.
 
-This is where each family's network output is given its meaning: epsilon for DDPM
-(`ddpm_eps_fn`), a score for the SDE family (`sde_score_fn`), an image for the DCGAN generator. The
+This is where each family's network output is given its meaning: epsilon or v for DDPM
+(`ddpm_eps_fn`), a score for the SDE family (`sde_score_fn`, through EDM's denoiser for kind "edm"),
+an image for the DCGAN generator. The
 training loop (sample grids) and `FaceGenerator` both sample through `stream`.
 """
 
@@ -15,15 +16,15 @@ import torch
 from torch import nn
 
 from facegen.conditioning import condition_vector, guide, null_condition
-from facegen.config import ModelConfig, Precision
-from facegen.diffusion import ddpm, samplers
+from facegen.config import ModelConfig, Precision, SDEConfig
+from facegen.diffusion import ddpm, edm, samplers
 from facegen.diffusion.samplers import NetFn, Step
-from facegen.diffusion.sde import SDE, clip_score, make_sde
+from facegen.diffusion.sde import clip_score, make_sde
 from facegen.runtime import autocast, image_generators, randn_per_image
 
 SAMPLERS: dict[str, tuple[str, ...]] = {
     "ddpm": ("dpmpp", "ddim", "ancestral"),
-    "sde": ("euler_maruyama", "predictor_corrector", "ode"),
+    "sde": ("heun", "euler_maruyama", "predictor_corrector", "ode"),
     "dcgan": ("single",),
 }
 SAMPLER_LABELS = {
@@ -33,6 +34,7 @@ SAMPLER_LABELS = {
     "euler_maruyama": "Euler–Maruyama",
     "predictor_corrector": "Predictor–corrector",
     "ode": "Probability-flow ODE",
+    "heun": "EDM Heun (ODE)",
     "single": "Generator (one pass)",
 }
 DEFAULT_STEPS = {
@@ -42,6 +44,7 @@ DEFAULT_STEPS = {
     "euler_maruyama": 200,
     "predictor_corrector": 100,
     "ode": 50,
+    "heun": 18,
     "single": 1,
 }
 STEP_RANGE = {
@@ -51,14 +54,32 @@ STEP_RANGE = {
     "euler_maruyama": (2, 2000),
     "predictor_corrector": (2, 1000),
     "ode": (2, 1000),
+    "heun": (2, 500),
     "single": (1, 1),
 }
 
 
+# Classifier-free guidance scale a request gets when it names none, per family (README "Sampler and
+# guidance defaults": the measurement that chose them). A GAN has no guidance.
+DEFAULT_GUIDANCE = {"ddpm": 1.0, "sde": 1.0, "dcgan": 1.0}
+
+
+def default_guidance(cfg: ModelConfig) -> float:
+    return DEFAULT_GUIDANCE[cfg.family]
+
+
+def samplers_for(cfg: ModelConfig) -> tuple[str, ...]:
+    """The samplers a model offers, its default first. EDM's Heun sampler integrates in sigma, which
+    is the time of a VE process only: a VP-SDE model does not offer it."""
+    if cfg.family == "sde" and cfg.sde.kind == "vp":
+        return tuple(s for s in SAMPLERS["sde"] if s != "heun")
+    return SAMPLERS[cfg.family]
+
+
 def network_evaluations(sampler: str, steps: int, guidance: float) -> int:
     """Forward passes of the network per image, counting the unconditional half of guidance."""
-    per_step = {"predictor_corrector": 2, "ode": 2}.get(sampler, 1)
-    nfe = per_step * steps - (1 if sampler == "ode" else 0)
+    per_step = {"predictor_corrector": 2, "ode": 2, "heun": 2}.get(sampler, 1)
+    nfe = per_step * steps - (1 if sampler in ("ode", "heun") else 0)
     return nfe * (2 if guidance not in (0.0, 1.0) and sampler != "single" else 1)
 
 
@@ -109,7 +130,7 @@ def batched(net: nn.Module, batching: Batching) -> nn.Module | Callable[..., tor
 
 
 def _guided(
-    net: nn.Module,
+    net: nn.Module | Callable[..., torch.Tensor],
     t_map: Callable[[torch.Tensor], torch.Tensor],
     cond: torch.Tensor,
     scale: float,
@@ -137,32 +158,74 @@ def _guided(
 
 def ddpm_eps_fn(
     net: nn.Module,
+    cfg: ModelConfig,
     cond: torch.Tensor,
     scale: float,
     device: torch.device,
     precision: Precision,
     batching: Batching = "joint",
 ) -> NetFn:
-    """DDPM: the U-Net output is epsilon; t is the integer timestep."""
-    return _guided(net, lambda t: t, cond, scale, device, precision, batching)
+    """DDPM: the U-Net output (epsilon or v) as epsilon; t is the integer timestep."""
+    alpha_bar = ddpm.alphas_cumprod(cfg.ddpm).to(device)
+    out_fn = _guided(net, lambda t: t, cond, scale, device, precision, batching)
+    return lambda x, t: ddpm.eps_from_output(cfg.ddpm.prediction, x, out_fn(x, t), alpha_bar[t.long()])
+
+
+def sde_denoise_fn(
+    net: nn.Module,
+    cfg: SDEConfig,
+    cond: torch.Tensor,
+    scale: float,
+    device: torch.device,
+    precision: Precision,
+    batching: Batching = "joint",
+) -> NetFn:
+    """A VE-type score model (kind "ve" or "edm") as EDM's denoiser D(x; sigma), called with sigma.
+
+    EDM models are preconditioned denoisers already; a plain VE score net gives D = x + sigma^2 score.
+    Guidance is applied to D, which is the same as applying it to the score (they are affine in each other).
+    """
+    if cfg.kind == "vp":
+        raise ValueError("a VP-SDE model has no sigma-parametrised denoiser; use its SDE or ODE samplers")
+    if cfg.kind == "edm":
+
+        def call(x: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return edm.denoise(net, x, sigma, c, cfg.sigma_data)
+    else:
+
+        def call(x: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return x.float() + sigma.reshape(-1, 1, 1, 1) ** 2 * net(x, sigma, c).float()
+
+    return _guided(call, lambda s: s, cond, scale, device, precision, batching)
 
 
 def sde_score_fn(
     net: nn.Module,
-    sde: SDE,
+    cfg: SDEConfig,
     cond: torch.Tensor,
     scale: float,
     device: torch.device,
     precision: Precision,
     batching: Batching = "joint",
 ) -> NetFn:
-    """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input).
+    """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input);
+    an EDM model's score is (D(x; sigma) - x) / sigma^2 with sigma = std(t).
 
-    The score is replaced by the one whose Tweedie estimate E[x0 | x_t] is clipped to the data range
-    [-1, 1], the counterpart of the DDPM samplers' clip_sample / thresholding. It changes nothing where
-    the estimate is in range; it keeps a young network's score error, amplified by 1/mean_coef(t) ~ 150
-    near t = 1 on the VP-SDE, from driving every sampler to saturated noise.
+    For VP and VE the score is replaced by the one whose Tweedie estimate E[x0 | x_t] is clipped to the
+    data range [-1, 1], the counterpart of the DDPM samplers' clip_sample / thresholding. It changes
+    nothing where the estimate is in range; it keeps a young network's score error, amplified by
+    1/mean_coef(t) ~ 150 near t = 1 on the VP-SDE, from driving every sampler to saturated noise. EDM's
+    denoiser has no such amplification and is used as it is.
     """
+    sde = make_sde(cfg)
+    if cfg.kind == "edm":
+        denoise_fn = sde_denoise_fn(net, cfg, cond, scale, device, precision, batching)
+
+        def edm_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            sigma = sde.std(t).reshape(-1, 1, 1, 1)
+            return (denoise_fn(x, sde.std(t)) - x) / sigma**2
+
+        return edm_score
     score_fn = _guided(net, sde.std, cond, scale, device, precision, batching)
     return lambda x, t: clip_score(sde, x, t, score_fn(x, t))
 
@@ -191,14 +254,19 @@ def stream(
             return
         cond = condition_vector(mix)
         if cfg.family == "ddpm":
-            eps_fn = ddpm_eps_fn(net, cond, req.guidance, device, precision, batching)
+            eps_fn = ddpm_eps_fn(net, cfg, cond, req.guidance, device, precision, batching)
             scheduler = ddpm.sampling_scheduler(cfg.ddpm, req.sampler)  # type: ignore[arg-type]
             x_T = randn_per_image(gens, (3, size, size), device)
             yield from samplers.ddpm_sample(eps_fn, scheduler, ddpm.alphas_cumprod(cfg.ddpm), x_T, gens, req.steps)
             return
         sde = make_sde(cfg.sde)
-        score_fn = sde_score_fn(net, sde, cond, req.guidance, device, precision, batching)
         x_T = randn_per_image(gens, (3, size, size), device) * sde.prior_std()
+        if req.sampler == "heun":
+            denoise_fn = sde_denoise_fn(net, cfg.sde, cond, req.guidance, device, precision, batching)
+            sigmas = samplers.karras_sigmas(cfg.sde.sigma_min, cfg.sde.sigma_max, req.steps).to(device)
+            yield from samplers.edm_heun(denoise_fn, sigmas, x_T)
+            return
+        score_fn = sde_score_fn(net, cfg.sde, cond, req.guidance, device, precision, batching)
         match req.sampler:
             case "euler_maruyama":
                 yield from samplers.euler_maruyama(score_fn, sde, x_T, gens, req.steps)

@@ -63,7 +63,7 @@ class GenerateParams(BaseModel):
     seed: int = Field(0, ge=0, le=MAX_SEED)
     faces: int = Field(1, ge=1, le=MAX_FACES)
     weights: tuple[float, ...] = Field(min_length=1)
-    guidance: float = Field(1.0, ge=0.0, le=20.0)
+    guidance: float | None = Field(None, ge=0.0, le=20.0)  # None: the model's default
     preview: Literal["x_t", "x0"] = "x0"
 
     @field_validator("weights")

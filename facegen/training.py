@@ -27,10 +27,11 @@ from torch import nn
 from tqdm import tqdm
 
 from facegen import checkpoints, plots
-from facegen.conditioning import condition_vector, drop_labels
+from facegen.conditioning import condition_vector, drop_labels, null_condition
 from facegen.config import DCGANConfig, ModelConfig, RunConfig
 from facegen.data import FaceSet, augment, batch_indices, load_faces, split, to_model_range
 from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
+from facegen.diffusion.edm import edm_loss
 from facegen.diffusion.sde import dsm_loss, make_sde
 from facegen.nets import build_discriminator, build_sampling_net, count_parameters
 from facegen.runtime import (
@@ -114,6 +115,9 @@ class Trainer:
     opt_d: torch.optim.Optimizer | None = None
     step: int = 0
     wall_s: float = 0.0
+    # CPU time of the training steps, all threads of this process (time.process_time): the CPU-hours a
+    # model has had, whatever else shared the machine.
+    cpu_s: float = 0.0
     warm_start: int = 0  # the step the optimiser (re)started from; see learning_rate
     history: list[dict[str, Any]] = field(default_factory=list)  # earlier segments of this model's training
     segment_start: int = 0
@@ -135,12 +139,15 @@ class Trainer:
     def diffusion_loss(
         self, net: nn.Module, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator
     ) -> torch.Tensor:
-        match self.run.model.family:
+        m = self.run.model
+        match m.family:
             case "ddpm":
-                return ddpm_loss(net, x0, cond, self.extra["alpha_bar"], gen)
+                return ddpm_loss(net, m.ddpm, x0, cond, self.extra["alpha_bar"], gen)
+            case "sde" if m.sde.kind == "edm":
+                return edm_loss(net, m.sde, x0, cond, gen)
             case "sde":
                 return dsm_loss(net, self.extra["sde"], x0, cond, gen)
-        raise ValueError(self.run.model.family)
+        raise ValueError(m.family)
 
     def train_step(self) -> dict[str, float]:
         t, step = self.run.train, self.step
@@ -207,18 +214,22 @@ class Trainer:
         return {"train_loss": g_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item()} | logs
 
     @torch.no_grad()
-    def test_loss(self) -> float | None:
-        """Held-out loss with fixed noise (comparable across evaluations): diffusion loss of the EMA net,
-        or for the DCGAN the discriminator's BCE on held-out real faces (rises when D memorises)."""
+    def test_loss(self) -> dict[str, float]:
+        """Held-out figures with fixed noise (comparable across evaluations of one run).
+
+        test_loss: the diffusion loss of the EMA net, or for the DCGAN the discriminator's BCE on
+        held-out real faces (rises when D memorises). cond_signal (diffusion): the mean |out_cond -
+        out_null| of the EMA net on the same noisy faces, i.e. how much the network's output depends on
+        the mix; near 0 means the condition is ignored, which shows within a few hundred steps.
+        """
         t = self.run.train
         n = len(self.test_set)
         if n == 0 or t.test_batches == 0:
-            return None
-        losses = []
+            return {}
+        losses, signals = [], []
         for i in range(t.test_batches):
-            gen = generator(t.seed, "test", i)
             idx = torch.arange(i * t.batch_size, (i + 1) * t.batch_size) % n
-            x, mix = self.batch(self.test_set, idx, gen, train=False)
+            x, mix = self.batch(self.test_set, idx, generator(t.seed, "test", i), train=False)
             with autocast(self.device, t.precision):
                 if self.run.model.family == "dcgan":
                     assert self.disc is not None
@@ -226,9 +237,27 @@ class Trainer:
                     logits = self.disc(x, mix).float()
                     self.disc.train()
                     losses.append(F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).item())
-                else:
-                    losses.append(self.diffusion_loss(self.ema, x, condition_vector(mix), gen).item())
-        return sum(losses) / len(losses)
+                    continue
+                cond = condition_vector(mix)
+                null = null_condition(len(idx), cond.shape[1] - 1, self.device)
+                loss, out_cond = self._held_out_output(x, cond, i)
+                _, out_null = self._held_out_output(x, null, i)
+                losses.append(loss)
+                signals.append((out_cond - out_null).abs().mean().item())
+        out = {"test_loss": sum(losses) / len(losses)}
+        if signals:
+            out["cond_signal"] = sum(signals) / len(signals)
+        return out
+
+    def _held_out_output(self, x: torch.Tensor, cond: torch.Tensor, batch: int) -> tuple[float, torch.Tensor]:
+        """The EMA net's held-out loss on batch `batch` (fixed noise) and its raw output inside that loss."""
+        seen: list[torch.Tensor] = []
+        handle = self.ema.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().float()))
+        try:
+            loss = self.diffusion_loss(self.ema, x, cond, generator(self.run.train.seed, "test", batch)).item()
+        finally:
+            handle.remove()
+        return loss, seen[-1]
 
     # -- saving -------------------------------------------------------------------------------------
     @staticmethod
@@ -241,7 +270,7 @@ class Trainer:
         recipe = f"lr {t.lr}, batch {t.batch_size}, " + (
             _d_recipe(self.run.model.dcgan, t.cond_lr_mult)
             if self.run.model.family == "dcgan"
-            else f"mix-table lr x{t.cond_lr_mult:g}"
+            else _diffusion_recipe(self.run)
         )
         return {
             "steps": [self.segment_start, self.step],
@@ -269,6 +298,7 @@ class Trainer:
             "step": self.step,
             "images_seen": self.step * self.run.train.batch_size,
             "wall_time_s": round(self.wall_s, 1),
+            "cpu_hours": round(self.cpu_s / 3600, 3),
             "device": str(self.device),
             "hardware": hardware_name(self.device),
             "history": self.full_history(),
@@ -285,6 +315,7 @@ class Trainer:
         state = {
             "step": self.step,
             "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
             "warm_start": self.warm_start,
             "history": card["history"],
             "net": self._bare(self.net).state_dict(),
@@ -320,6 +351,8 @@ class Trainer:
         if self.opt_d is not None:
             self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.wall_s = int(state["step"]), float(state.get("wall_s", 0.0))
+        # States from before CPU time was kept: their runs used one thread (scripts/train_checkpoints.sh).
+        self.cpu_s = float(state.get("cpu_s", self.wall_s))
         self.warm_start = int(state.get("warm_start", 0))
         self.history, self.segment_start, self.segment_how = list(state.get("history", [])), self.step, "resumed"
 
@@ -328,7 +361,7 @@ class Trainer:
         wall time continue from its card, the optimiser starts fresh and the learning rate warms up
         again; a DCGAN's discriminator (never shipped) starts from scratch."""
         ckpt_run, tensors, card = checkpoints.load_checkpoint(folder, self.run.model.family)
-        if _weights_config(ckpt_run.model) != _weights_config(self.run.model):
+        if not same_network(ckpt_run.model, self.run.model):
             raise checkpoints.CheckpointError(
                 f"{folder} holds a different {self.run.model.family} model than this run configures "
                 "(compare its config.json with --dry-run)"
@@ -337,6 +370,7 @@ class Trainer:
         self._bare(self.net).load_state_dict(self.ema.state_dict())
         self.step = self.warm_start = self.segment_start = int(card.get("step", 0))
         self.wall_s = float(card.get("wall_time_s", 0.0))
+        self.cpu_s = 3600 * float(card.get("cpu_hours", self.wall_s / 3600))
         earlier = {"steps": [0, self.step], "how": "from scratch", "precision": ckpt_run.train.precision}
         self.history = list(card.get("history") or [{**earlier, "hardware": card.get("hardware", "?"), "recipe": "?"}])
         self.segment_how = f"continued from the weights in {folder}, fresh optimiser" + (
@@ -349,6 +383,8 @@ class Trainer:
         """One row per group, the same seeds in each row, from the EMA weights."""
         m = self.run.model
         sampler, steps = {"ddpm": ("ddim", 25), "sde": ("ode", 25), "dcgan": ("single", 1)}[m.family]
+        if m.family == "sde" and m.sde.kind == "edm":
+            sampler, steps = "heun", 18
         self.ema.eval()
         rows = [
             plots.to_pil(final(stream(m, self.ema, req, self.device, self.run.train.precision)).x_t)
@@ -359,10 +395,35 @@ class Trainer:
         tmp.replace(path)
 
 
-def _weights_config(model: ModelConfig) -> ModelConfig:
-    """The model config less what only shapes the (never shipped) discriminator."""
-    d_only = {k: DCGANConfig.model_fields[k].default for k in ("d_conditioning", "acgan_weight", "acgan_blends")}
-    return model.model_copy(update={"dcgan": model.dcgan.model_copy(update=d_only)})
+def _weights_config(model: ModelConfig) -> dict[str, Any]:
+    """What a family's shipped network and the meaning of its output depend on: the family's own
+    sub-configs, less init-only fields and what only shapes the (never shipped) discriminator."""
+    own: dict[str, Any] = {"family": model.family, "image_size": model.image_size, "groups": model.groups}
+    if model.family == "dcgan":
+        d_only = {"d_conditioning", "acgan_weight", "acgan_blends"}
+        return own | {"dcgan": model.dcgan.model_dump(exclude=d_only)}
+    unet = model.unet.model_dump(exclude={"mix_embed_std"})
+    loss_only = {"ddpm": {"loss_weight", "min_snr_gamma"}, "sde": {"p_mean", "p_std"}}[model.family]
+    return own | {"unet": unet, model.family: getattr(model, model.family).model_dump(exclude=loss_only)}
+
+
+def same_network(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether weights trained under config `a` can continue under `b` (--init-from): the same shipped
+    network with the same meaning of its output; only the DCGAN's discriminator settings may differ."""
+    return _weights_config(a) == _weights_config(b)
+
+
+def _diffusion_recipe(run: RunConfig) -> str:
+    m, t = run.model, run.train
+    loss = (
+        f"{m.ddpm.prediction}-prediction, {m.ddpm.loss_weight} weighting"
+        if m.family == "ddpm"
+        else ("EDM preconditioning and loss" if m.sde.kind == "edm" else f"{m.sde.kind.upper()} DSM")
+    )
+    return (
+        f"{loss}, EMA {t.ema_decay:g}, mix table N(0, {m.unet.mix_embed_std:g}^2) at lr x{t.cond_lr_mult:g}, "
+        f"{m.unet.attention_head_dim}-channel attention heads"
+    )
 
 
 def _d_recipe(cfg: DCGANConfig, lr_mult: float) -> str:
@@ -531,13 +592,14 @@ def train(run: RunConfig, resume: Path | None = None, progress: bool = True, ini
 def _loop(trainer: Trainer, total: int, bar: tqdm, log_path: Path, out: Path, stop: threading.Event) -> None:
     run, dist_info = trainer.run, trainer.dist
     window: list[dict[str, float]] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while trainer.step < total:
         metrics = trainer.train_step()
         trainer.step += 1
         now = time.perf_counter()
         trainer.wall_s += now - t0
-        t0 = now
+        trainer.cpu_s += time.process_time() - c0
+        t0, c0 = now, time.process_time()
         window.append(metrics)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['train_loss']:.4f}")
@@ -553,8 +615,9 @@ def _loop(trainer: Trainer, total: int, bar: tqdm, log_path: Path, out: Path, st
             for key in window[0]:
                 row[key] = sum(m[key] for m in window) / len(window)
             if boundary:
-                row["test_loss"] = trainer.test_loss()
+                row |= trainer.test_loss()
             row["wall_s"] = round(trainer.wall_s, 1)
+            row["cpu_s"] = round(trainer.cpu_s, 1)
             with log_path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             window = []
@@ -566,4 +629,4 @@ def _loop(trainer: Trainer, total: int, bar: tqdm, log_path: Path, out: Path, st
             break
         if step % t.sample_every == 0 or step == total:
             trainer.sample_grid(out / f"samples-{step:07d}.png")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()

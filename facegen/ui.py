@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from facegen.pipeline import MAX_SEED
-from facegen.sampling import DEFAULT_STEPS, SAMPLER_LABELS, SAMPLERS, network_evaluations
+from facegen.sampling import DEFAULT_STEPS, SAMPLER_LABELS, SAMPLERS, default_guidance, network_evaluations
 from facegen.studio import Frame, Result, Studio, StudioError, parse_params, step_range
 
 MAX_GROUP_SLIDERS = 8
@@ -65,8 +65,7 @@ def build(studio: Studio) -> gr.Blocks:
                     # All loaded families' samplers: the server checks a value against the choices given here.
                     all_samplers = [
                         (SAMPLER_LABELS[s], s)
-                        for f in dict.fromkeys(g.family for g in studio.models.values())
-                        for s in SAMPLERS[f]
+                        for s in dict.fromkeys(s for g in studio.models.values() for s in g.samplers)
                     ]
                     sampler = gr.Dropdown(
                         all_samplers,
@@ -111,7 +110,7 @@ def build(studio: Studio) -> gr.Blocks:
                     guidance = gr.Slider(
                         0,
                         10,
-                        value=1.0,
+                        value=default_guidance(first.config) if first else 1.0,
                         step=0.5,
                         label="Guidance scale (1 = conditional, 0 = unconditional)",
                         visible=bool(first and first.family != "dcgan"),
@@ -148,7 +147,7 @@ def build(studio: Studio) -> gr.Blocks:
                 _card(studio, name),
                 gr.update(choices=_sampler_choices(gen), value=s, visible=diffusion),
                 gr.update(value=DEFAULT_STEPS[s], visible=diffusion, label=_steps_label(gen, s, studio)),
-                gr.update(visible=diffusion),
+                gr.update(value=default_guidance(gen.config), visible=diffusion),
                 gr.update(visible=diffusion),
                 _mix_readout(list(gen.groups), [1.0] + [0.0] * (len(gen.groups) - 1)),
             ]
@@ -168,7 +167,7 @@ def build(studio: Studio) -> gr.Blocks:
 
         def on_sampler(name: str, s: str) -> Any:
             gen = studio.models.get(name)
-            if gen is None or s not in SAMPLERS[gen.family]:
+            if gen is None or s not in gen.samplers:
                 return gr.update()
             return gr.update(value=DEFAULT_STEPS[s], label=_steps_label(gen, s, studio))
 
@@ -178,7 +177,7 @@ def build(studio: Studio) -> gr.Blocks:
             gen = studio.models.get(name)
             if gen is None:
                 return ""
-            s = s if s in SAMPLERS[gen.family] else SAMPLERS[gen.family][0]
+            s = s if s in gen.samplers else gen.samplers[0]
             steps_n = 1 if gen.family == "dcgan" else int(n or 1)
             return f"Network evaluations per face: **{network_evaluations(s, steps_n, float(g or 1))}**"
 
@@ -213,7 +212,7 @@ def build(studio: Studio) -> gr.Blocks:
                     seed=_as_int(seed_v, "seed"),
                     faces=_as_int(n_faces, "faces"),
                     weights=tuple(float(w) if w is not None else 0.0 for w in weights[:k]),
-                    guidance=float(g) if g is not None else 1.0,
+                    guidance=float(g) if g is not None and gen and gen.family != "dcgan" else None,
                     preview=pv or "x0",
                 )
                 stream = studio.stream(params)
@@ -305,11 +304,11 @@ def _settings_line(settings: dict[str, Any]) -> str:
 
 
 def _sampler_choices(gen) -> list[tuple[str, str]]:
-    return [(SAMPLER_LABELS[s], s) for s in SAMPLERS[gen.family]] if gen else []
+    return [(SAMPLER_LABELS[s], s) for s in gen.samplers] if gen else []
 
 
 def _default_sampler(gen) -> str | None:
-    return SAMPLERS[gen.family][0] if gen else None
+    return gen.samplers[0] if gen else None
 
 
 def launch(studio: Studio, host: str, port: int, block: bool = True) -> gr.Blocks:

@@ -23,3 +23,24 @@ copy_checkpoint() {
   local src=$1 dest=$2
   mkdir -p "$dest.tmp" && cp "$src/config.json" "$src/model.safetensors" "$dest.tmp/" && mv "$dest.tmp" "$dest"
 }
+
+# Succeeds when the shipped checkpoint of MODEL is the network that PRESET configures (so a run can start
+# from it with --init-from); extra train.py flags may follow.
+checkpoint_fits() {
+  local model=$1 preset=$2
+  shift 2
+  [ -f "checkpoints/$model/model.safetensors" ] || return 1
+  OMP_NUM_THREADS=1 "$PY" - "$model" "$preset" "$@" <<'PY'
+import sys
+from pathlib import Path
+
+import train
+from facegen.checkpoints import load_checkpoint
+from facegen.training import same_network
+
+model, preset, *flags = sys.argv[1:]
+run = train.build_config(train.parse_args(["--model", model, "--data", ".", "--preset", preset, *flags]))
+shipped, _, _ = load_checkpoint(Path("checkpoints") / model, model)
+sys.exit(0 if same_network(shipped.model, run.model) else 1)
+PY
+}

@@ -39,4 +39,4 @@ arm acganw3 7000 7250 -- --acgan-blends 0.5 --acgan-weight 3 &
 wait
 "$PY" -m facegen.evaluate --checkpoints "$start" runs/ab/dcgan-acgan*-[0-9]* \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N" --blends 2 --settings dcgan=single:1 \
-  --out docs/eval/dcgan-acgan
+  --out docs/eval/dcgan-acgan --grids runs/ab/grids-dcgan-acgan

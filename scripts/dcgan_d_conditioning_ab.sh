@@ -26,4 +26,4 @@ for kind in $KINDS; do
 done
 "$PY" -m facegen.evaluate --checkpoints "$start" "${arms[@]}" \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N" --blends 2 --settings dcgan=single:1 \
-  --out docs/eval/dcgan-d-conditioning
+  --out docs/eval/dcgan-d-conditioning --grids runs/ab/grids-dcgan-d-conditioning

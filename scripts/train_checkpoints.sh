@@ -2,13 +2,15 @@
 # Train (or resume) the three shipped models and the group classifier on UTKFace, in the background,
 # one thread each (two OpenMP processes on two cores stall each other otherwise). Safe to re-run: every
 # run resumes from runs/<model>/state.pt; when that state is gone (a fresh machine) it starts from the shipped
-# weights in checkpoints/<model> instead of from scratch. Then ship with scripts/ship_checkpoints.sh.
+# weights in checkpoints/<model> if they are the network the recipe configures (checkpoint_fits), else from
+# scratch (the diffusion checkpoints shipped before issue 11's recipe are not). Then ship with
+# scripts/ship_checkpoints.sh.
 # MODELS="ddpm sde" trains a subset (e.g. to give the diffusion models the two cores).
 source "$(dirname "$0")/common.sh"
 mkdir -p runs
 export OMP_NUM_THREADS=1
 MODELS=${MODELS:-ddpm sde dcgan}
-init_from() { [ -f "checkpoints/$1/model.safetensors" ] && echo "--init-from checkpoints/$1"; }
+init_from() { if checkpoint_fits "$1" cpu; then echo "--init-from checkpoints/$1"; fi; }
 for model in $MODELS; do
   case $model in
     # the shipped DCGAN's recipe since step 5,750 (README "Results"): AC-GAN discriminator

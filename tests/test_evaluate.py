@@ -244,3 +244,18 @@ def test_classifier_ships_as_fp16(classifier: Path, tmp_path: Path) -> None:
     tensors, _ = read_weights(out)
     assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
     assert (out / "README.md").read_text().startswith("# facegen group classifier")
+
+
+def test_two_sample_test_tells_apart_only_what_differs() -> None:
+    from facegen.metrics import two_sample_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    groups = torch.arange(400) % 4
+    real, same = torch.randn(400, 32, generator=g), torch.randn(400, 32, generator=g)
+    assert 0.4 < two_sample_accuracy(same, groups, real, groups) < 0.6
+    assert two_sample_accuracy(same + 0.5, groups, real, groups) > 0.9
+    # Generated faces of one group only are compared with the real faces of that group alone.
+    shifted_real = real + (groups[:, None] != 0) * 3.0
+    assert 0.35 < two_sample_accuracy(same[groups == 0], groups[groups == 0], shifted_real, groups) < 0.65
+    with pytest.raises(ValueError, match="no group"):
+        two_sample_accuracy(same[groups == 0], groups[groups == 0], real[groups == 1], groups[groups == 1])

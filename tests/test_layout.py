@@ -16,6 +16,7 @@ LEVEL = {
     "nets.dcgan": 2,
     "diffusion.ddpm": 2,
     "diffusion.sde": 2,
+    "diffusion.edm": 2,
     "plots": 2,
     "data": 3,
     "checkpoints": 3,

@@ -54,6 +54,33 @@ def ddpm_sample(
         yield Step(i + 1, len(timesteps), x, x0, i + 1)
 
 
+def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> torch.Tensor:
+    """EDM's noise levels (eq. 5): steps levels from sigma_max to sigma_min, spaced uniformly in
+    sigma^(1/rho), then 0."""
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    inv = sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
+    return torch.cat([inv**rho, torch.zeros(1, dtype=torch.float64)]).float()
+
+
+def edm_heun(denoise_fn: NetFn, sigmas: torch.Tensor, x_T: torch.Tensor) -> Iterator[Step]:
+    """EDM's deterministic sampler (Karras et al. 2022, alg. 1): Heun's method on the probability-flow
+    ODE dx/dsigma = (x - D(x; sigma)) / sigma of a VE process, Euler on the last step to sigma = 0.
+    `denoise_fn(x, sigma)` is D; x_T is the prior draw, already of std sigmas[0]. 2 n - 1 evaluations."""
+    x, nfe, n = x_T, 0, len(sigmas) - 1
+    for i in range(n):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        x0 = denoise_fn(x, _batch_t(s, x)).float()
+        d = (x - x0) / s
+        x_next = x + (s_next - s) * d
+        nfe += 1
+        if s_next > 0:
+            d_next = (x_next - denoise_fn(x_next, _batch_t(s_next, x)).float()) / s_next
+            x_next = x + (s_next - s) * 0.5 * (d + d_next)
+            nfe += 1
+        x = x_next
+        yield Step(i + 1, n, x, x0.clamp(-1, 1), nfe)
+
+
 def sde_times(sde: SDE, steps: int, device: torch.device) -> torch.Tensor:
     """steps + 1 times from 1 down to sde.t_min, uniformly spaced."""
     return torch.linspace(1.0, sde.t_min, steps + 1, device=device)

@@ -77,10 +77,11 @@ SDE = VPSDE | VESDE
 
 
 def make_sde(cfg: SDEConfig) -> SDE:
+    """The forward process; "edm" is the VE process over EDM's noise range (`facegen.diffusion.edm`)."""
     match cfg.kind:
         case "vp":
             return VPSDE(cfg.beta_min, cfg.beta_max)
-        case "ve":
+        case "ve" | "edm":
             return VESDE(cfg.sigma_min, cfg.sigma_max)
     raise ValueError(f"unknown SDE kind {cfg.kind!r}")
 

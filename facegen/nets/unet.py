@@ -42,7 +42,7 @@ class ConditionalUNet(nn.Module):
             down_block_types=down,
             up_block_types=up,
             norm_num_groups=cfg.norm_groups,
-            attention_head_dim=8,
+            attention_head_dim=cfg.attention_head_dim,
             dropout=cfg.dropout,
             time_embedding_type=time_embedding,
             flip_sin_to_cos=time_embedding == "positional",
@@ -54,7 +54,7 @@ class ConditionalUNet(nn.Module):
             with torch.no_grad():
                 proj.weight.mul_(fourier_scale / 16.0)
         time_embed_dim = cfg.block_out_channels[0] * 4
-        self.mix_embedding = MixEmbedding(num_groups, time_embed_dim)
+        self.mix_embedding = MixEmbedding(num_groups, time_embed_dim, cfg.mix_embed_std)
         for module in self.unet.modules():
             if isinstance(module, nn.Conv2d):
                 module.register_forward_pre_hook(_input_in_weight_layout)

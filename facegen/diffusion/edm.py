@@ -1,0 +1,54 @@
+"""EDM preconditioning and loss for the score family (Karras et al. 2022, table 1).
+
+The process is VE, x = x0 + sigma n. The raw network F is wrapped into a denoiser
+D(x; sigma) = c_skip x + c_out F(c_in x; sigma) whose input and training target both have unit variance
+at every noise level, and the loss lambda(sigma) ||D - x0||^2 with lambda = 1 / c_out^2 is, written on F,
+the plain ||F - (x0 - c_skip x) / c_out||^2. The score follows from D by Tweedie: (D - x) / sigma^2.
+
+The U-Net of the score family (`nets.unet`, Fourier time features) is called with sigma as its time input
+and divides its output by it, so F = sigma * net(c_in x, sigma, cond) undoes that division.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from facegen.config import SDEConfig
+
+
+def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.reshape(-1, 1, 1, 1).to(like)
+
+
+def coefficients(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out, c_in) at (B,) noise levels sigma."""
+    total = sigma**2 + sigma_data**2
+    return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt()
+
+
+def raw_output(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, sigma_data: float):
+    """F(c_in x; sigma): the U-Net's output before its division by the time input, in float32."""
+    _, _, c_in = coefficients(sigma, sigma_data)
+    return _col(sigma, x) * net(_col(c_in, x) * x, sigma, cond).float()
+
+
+def denoise(
+    net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, sigma_data: float
+) -> torch.Tensor:
+    """D(x; sigma), the estimate of x0 for (B, 3, H, W) x at (B,) sigma."""
+    c_skip, c_out, _ = coefficients(sigma, sigma_data)
+    return _col(c_skip, x) * x.float() + _col(c_out, x) * raw_output(net, x, sigma, cond, sigma_data)
+
+
+def edm_loss(
+    net: nn.Module, cfg: SDEConfig, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
+    """E ||F - (x0 - c_skip x) / c_out||^2 over ln sigma ~ N(p_mean, p_std^2), for (B, 3, H, W) x0 in [-1, 1]."""
+    b = x0.shape[0]
+    sigma = (torch.randn(b, generator=gen) * cfg.p_std + cfg.p_mean).exp().to(x0.device)
+    n = torch.randn(x0.shape, generator=gen).to(x0)
+    x = x0 + _col(sigma, x0) * n
+    c_skip, c_out, _ = coefficients(sigma, cfg.sigma_data)
+    target = (x0.float() - _col(c_skip, x) * x.float()) / _col(c_out, x)
+    return ((raw_output(net, x, sigma, cond, cfg.sigma_data) - target) ** 2).mean()
