@@ -33,7 +33,7 @@ from facegen.config import DataConfig
 from facegen.data import FaceSet, load_faces, split
 from facegen.pipeline import FaceGenerator
 from facegen.plots import grid, to_pil
-from facegen.sampling import DEFAULT_STEPS, network_evaluations
+from facegen.sampling import DEFAULT_STEPS, default_guidance, network_evaluations
 
 log = logging.getLogger(__name__)
 REFERENCE_PX = 64
@@ -166,10 +166,14 @@ def _generate_uint8(
 
 
 def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[tuple[str, int, float]]:
-    """'[family=]sampler[:steps[:guidance]]' items for this family; default: each sampler at its default steps.
+    """'[family=]sampler[:steps[:guidance]]' items for this family (guidance 1 unless given), or
+    '[family=]default' for the model's default sampler, steps and guidance (what the app does when asked
+    nothing); without items, each sampler at its default steps and guidance 1.
 
     Raises ValueError naming the item when steps or guidance is not a number.
     """
+    first = gen.samplers[0]
+    default = (first, DEFAULT_STEPS[first], default_guidance(gen.config))
     if not text:
         return [(s, DEFAULT_STEPS[s], 1.0) for s in gen.samplers]
     out = []
@@ -178,14 +182,16 @@ def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[tuple[str
         if rest and family != gen.family:
             continue
         sampler, steps, guidance = [*(rest or item).split(":"), "", ""][:3]
+        if sampler == "default":
+            out.append(default)
+            continue
         if sampler not in gen.samplers:
             continue
         try:
             out.append((sampler, int(steps) if steps else DEFAULT_STEPS[sampler], float(guidance) if guidance else 1.0))
         except ValueError:
             raise ValueError(f"setting {item!r}: write sampler[:steps[:guidance]], e.g. dpmpp:20:2.0") from None
-    first = gen.samplers[0]
-    return out or [(first, DEFAULT_STEPS[first], 1.0)]
+    return out or [default]
 
 
 def nfe_plot(results: list[dict], path: Path) -> None:
@@ -279,8 +285,9 @@ def carry_over(
 ) -> list[dict]:
     """Rows of an earlier report that this run did not re-measure (snapshots since deleted, or models
     not re-evaluated), so a quality-vs-steps curve survives the loss of its early checkpoints and one
-    model can be re-shipped without re-sampling the others. Only from the same reference
-    split and faces per mix; each carried row names the command that measured it."""
+    model can be re-shipped without re-sampling the others. Only from the same reference split and faces
+    per mix; each carried row names the command that measured it. A model measured now at another
+    training step (re-shipped weights) has none of its old rows carried, whatever their setting."""
     before = (
         earlier.get("reference", {}).get("faces"),
         earlier.get("n"),
@@ -292,10 +299,11 @@ def carry_over(
             f"this run uses {reference_faces}, n = {n} and first seed {first_seed}: not comparable"
         )
     have = {_setting_key(r) for r in results}
+    steps_now = {r["model"]: r.get("training_step") for r in results}
     return [
         {**r, "carried_from": r.get("carried_from", earlier.get("command", "an earlier run"))}
         for r in earlier.get("results", [])
-        if _setting_key(r) not in have
+        if _setting_key(r) not in have and steps_now.get(r["model"], r.get("training_step")) == r.get("training_step")
     ]
 
 

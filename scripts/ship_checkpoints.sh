@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # Evaluate the current EMA weights of runs/ and ship them to checkpoints/ as fp16 with model cards; then
-# evaluate every snapshot in runs/snapshots/ for the quality-vs-training-steps trend (docs/eval/trend).
+# evaluate the snapshots in runs/snapshots/ for the quality-vs-training trend (the DCGAN's in docs/eval/trend,
+# the diffusion models' against CPU-hours in docs/eval/diffusion-trend, scripts/diffusion_trend.sh).
 # MODELS="dcgan" re-ships a subset: the other models' rows are carried from the previous reports (marked †).
+# The quality bars are checked apart, on seeds no choice was made on (README "Diffusion models").
 source "$(dirname "$0")/common.sh"
 N=${N:-20}
 N_TREND=${N_TREND:-10}
 MODELS=${MODELS:-ddpm sde dcgan}
 declare -A SETTINGS=(
-  [ddpm]="ddpm=dpmpp:10 ddpm=dpmpp:20 ddpm=dpmpp:20:3 ddpm=ddim:25"
-  [sde]="sde=ode:25 sde=euler_maruyama:100"
+  [ddpm]="ddpm=default ddpm=dpmpp:20 ddpm=ddim:50"
+  [sde]="sde=default sde=heun:18 sde=euler_maruyama:100"
   [dcgan]="dcgan=single:1"
 )
-declare -A TREND_SETTINGS=([ddpm]="ddpm=dpmpp:20" [sde]="sde=euler_maruyama:50" [dcgan]="dcgan=single:1")
-runs=() settings=() trend_settings=() snapshots=()
+runs=() settings=() snapshots=()
 for model in $MODELS; do
   runs+=("runs/$model/checkpoint")
   read -ra s <<<"${SETTINGS[$model]}" && settings+=("${s[@]}")
-  trend_settings+=("${TREND_SETTINGS[$model]}")
 done
 # Rows this run does not re-measure (other models, snapshots lost with a machine) are kept, marked †.
 keep_from() { [ -f "$1" ] && cp "$1" "$2" && echo "--keep-earlier $2"; }
@@ -27,18 +27,21 @@ fi
 # shellcheck disable=SC2046  # keep_from prints zero or two words
 "$PY" -m facegen.evaluate --checkpoints "${runs[@]}" $(keep_from docs/eval/report.json runs/report-before.json) \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N" --blends 2 --settings "${settings[@]}" \
-  --out docs/eval
+  --out docs/eval --grids runs/eval-grids/main
 for model in $MODELS; do
   "$PY" -m facegen.export "runs/$model/checkpoint" "checkpoints/$model" --eval docs/eval/report.json
 done
 bash scripts/snapshot_runs.sh
-for model in $MODELS; do
-  for s in runs/snapshots/"$model"-*; do [ -d "$s" ] && snapshots+=("$s"); done
-done
-# shellcheck disable=SC2046
-"$PY" -m facegen.evaluate --checkpoints "${snapshots[@]}" $(keep_from docs/eval/trend/report.json runs/trend-before.json) \
-  --classifier checkpoints/classifier --reference "$DATA" --n "$N_TREND" --blends 2 \
-  --settings "${trend_settings[@]}" --out docs/eval/trend
+if [[ " $MODELS " == *" dcgan "* ]]; then
+  for s in runs/snapshots/dcgan-*; do [ -d "$s" ] && snapshots+=("$s"); done
+  # shellcheck disable=SC2046
+  "$PY" -m facegen.evaluate --checkpoints "${snapshots[@]}" $(keep_from docs/eval/trend/report.json runs/trend-before.json) \
+    --classifier checkpoints/classifier --reference "$DATA" --n "$N_TREND" --blends 2 --settings dcgan=single:1 \
+    --out docs/eval/trend --grids runs/eval-grids/trend
+fi
+if [[ " $MODELS " == *" ddpm "* || " $MODELS " == *" sde "* ]]; then
+  N=$N_TREND bash scripts/diffusion_trend.sh
+fi
 # The README's loss curves and the latest training sample grid of each run.
 for model in $MODELS; do
   cp "runs/$model/loss.png" "docs/loss-$model.png"

@@ -259,3 +259,28 @@ def test_two_sample_test_tells_apart_only_what_differs() -> None:
     assert 0.35 < two_sample_accuracy(same[groups == 0], groups[groups == 0], shifted_real, groups) < 0.65
     with pytest.raises(ValueError, match="no group"):
         two_sample_accuracy(same[groups == 0], groups[groups == 0], real[groups == 1], groups[groups == 1])
+
+
+def test_the_default_setting_is_what_the_app_samples_when_asked_nothing(tiny_checkpoints: dict[str, Path]) -> None:
+    from facegen.evaluate import parse_settings
+    from facegen.pipeline import FaceGenerator
+
+    gen = FaceGenerator.from_checkpoint(tiny_checkpoints["sde"], device="cpu")
+    req = gen.request([0], [1, 0, 0, 0, 0])
+    assert parse_settings(["sde=default", "ddpm=dpmpp:5"], gen) == [(req.sampler, req.steps, req.guidance)]
+    assert parse_settings(["sde=heun:7"], gen) == [("heun", 7, 1.0)]
+
+
+def test_rows_of_replaced_weights_are_not_carried_whatever_their_setting() -> None:
+    from facegen.evaluate import carry_over
+
+    earlier = {"reference": {"faces": 408}, "n": 20, "command": "python -m facegen.evaluate ..."}
+    earlier["results"] = [
+        {"model": "ddpm", "family": "ddpm", "sampler": "dpmpp", "steps": 10, "training_step": 2000},
+        {"model": "dcgan", "family": "dcgan", "sampler": "single", "steps": 1, "training_step": 7250},
+    ]
+    now = [
+        {"model": "ddpm", "family": "ddpm", "sampler": "ddim", "steps": 20, "training_step": 3000},
+        {"model": "dcgan", "family": "dcgan", "sampler": "other", "steps": 1, "training_step": 7250},
+    ]
+    assert [r["model"] for r in carry_over(now, earlier, 408, 20)] == ["dcgan"]

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Quality against training CPU-hours of the diffusion runs (issue 11): every snapshot in runs/snapshots/
+# (scripts/snapshot_runs.sh) not yet in docs/eval/diffusion-trend/report.json is evaluated at its family's
+# default sampler, steps and guidance, N faces per mix; earlier rows are kept, so snapshots can be deleted
+# and the curve survives. Writes report.md and quality_vs_steps.png (x: CPU-hours from the model cards).
+source "$(dirname "$0")/common.sh"
+N=${N:-10}
+out=docs/eval/diffusion-trend
+mkdir -p runs
+todo=()
+for s in runs/snapshots/ddpm-[0-9]* runs/snapshots/sde-[0-9]*; do
+  [ -d "$s" ] || continue
+  if [ -f "$out/report.json" ] && grep -q "\"model\": \"$(basename "$s")\"" "$out/report.json"; then continue; fi
+  todo+=("$s")
+done
+[ ${#todo[@]} -gt 0 ] || { echo "every snapshot is in $out already"; exit 0; }
+keep=()
+if [ -f "$out/report.json" ]; then cp "$out/report.json" runs/diffusion-trend-before.json && keep=(--keep-earlier runs/diffusion-trend-before.json); fi
+"$PY" -m facegen.evaluate --checkpoints "${todo[@]}" "${keep[@]}" --classifier checkpoints/classifier \
+  --reference "$DATA" --n "$N" --blends 2 --settings ddpm=default sde=default --out "$out" \
+  --grids runs/eval-grids/diffusion-trend
