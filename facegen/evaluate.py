@@ -191,7 +191,7 @@ def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[tuple[str
             out.append((sampler, int(steps) if steps else DEFAULT_STEPS[sampler], float(guidance) if guidance else 1.0))
         except ValueError:
             raise ValueError(f"setting {item!r}: write sampler[:steps[:guidance]], e.g. dpmpp:20:2.0") from None
-    return out or [default]
+    return list(dict.fromkeys(out)) or [default]
 
 
 def nfe_plot(results: list[dict], path: Path) -> None:

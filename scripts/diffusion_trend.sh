@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Quality against training CPU-hours of the diffusion runs (issue 11): every snapshot in runs/snapshots/
 # (scripts/snapshot_runs.sh) not yet in docs/eval/diffusion-trend/report.json is evaluated at its family's
-# default sampler, steps and guidance, N faces per mix; earlier rows are kept, so snapshots can be deleted
-# and the curve survives. Writes report.md and quality_vs_steps.png (x: CPU-hours from the model cards).
+# default sampler, steps and guidance, and at the setting the trend of the recipe before issue 11 used
+# (docs/eval/trend: DDPM DPM-Solver++ 20, score-SDE Euler-Maruyama 50, guidance 1, 10 faces per mix, seeds
+# 10000+), so the two recipes compare at equal images seen; N faces per mix; earlier rows are kept, so
+# snapshots can be deleted and the curve survives. Writes report.md and quality_vs_steps.png (x: CPU-hours).
 source "$(dirname "$0")/common.sh"
 N=${N:-10}
 out=docs/eval/diffusion-trend
@@ -17,5 +19,5 @@ done
 keep=()
 if [ -f "$out/report.json" ]; then cp "$out/report.json" runs/diffusion-trend-before.json && keep=(--keep-earlier runs/diffusion-trend-before.json); fi
 "$PY" -m facegen.evaluate --checkpoints "${todo[@]}" "${keep[@]}" --classifier checkpoints/classifier \
-  --reference "$DATA" --n "$N" --blends 2 --settings ddpm=default sde=default --out "$out" \
+  --reference "$DATA" --n "$N" --blends 2 --settings ddpm=default ddpm=dpmpp:20 sde=default sde=euler_maruyama:50 --out "$out" \
   --grids runs/eval-grids/diffusion-trend

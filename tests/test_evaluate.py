@@ -269,6 +269,9 @@ def test_the_default_setting_is_what_the_app_samples_when_asked_nothing(tiny_che
     req = gen.request([0], [1, 0, 0, 0, 0])
     assert parse_settings(["sde=default", "ddpm=dpmpp:5"], gen) == [(req.sampler, req.steps, req.guidance)]
     assert parse_settings(["sde=heun:7"], gen) == [("heun", 7, 1.0)]
+    assert parse_settings(["sde=default", f"sde={req.sampler}:{req.steps}:{req.guidance}"], gen) == [
+        (req.sampler, req.steps, req.guidance)
+    ]
 
 
 def test_rows_of_replaced_weights_are_not_carried_whatever_their_setting() -> None:
