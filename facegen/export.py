@@ -57,7 +57,9 @@ def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str
         f"- Data: `{card.get('data')}`, {card.get('train_images')} training faces (per group: "
         f"{dict(zip(m.groups, card.get('group_counts', []), strict=False))}); class-balanced sampling: {run.data.balanced}.",
         f"- Training: {card.get('step')} steps of batch {t.batch_size} ({card.get('images_seen')} images), "
-        f"{hours:.1f} h on {card.get('hardware')}, precision {t.precision}, lr {t.lr}, EMA {t.ema_decay}.",
+        f"{hours:.1f} h on {card.get('hardware')}"
+        + (f" ({card['cpu_hours']:.1f} CPU-hours)" if card.get("cpu_hours") is not None else "")
+        + f", precision {t.precision}, lr {t.lr}, EMA {t.ema_decay}.",
         *(["- History:"] if card.get("history") else []),
         *(
             f"  - steps {h['steps'][0]}–{h['steps'][1]}: {h['how']}; {h['precision']} on {h['hardware']}; {h['recipe']}"
@@ -84,7 +86,7 @@ def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str
         "",
         "## Limitations and biases",
         "",
-        "- Trained for a few CPU hours: faces are low-detail and some samples are not recognisable faces.",
+        "- Trained for hours, not days: faces are low-detail and some samples are not recognisable faces.",
         "- The groups are UTKFace's coarse five-way 'race' annotation, estimated by an algorithm and checked by a "
         "person; labels are noisy (e.g. some Asian-labelled faces look South Asian). The model reproduces that labelling, "
         "not anyone's identity; 'Others' had 6x fewer examples than 'White' (balanced sampling counters part of this).",

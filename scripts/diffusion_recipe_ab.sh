@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Which parts of the diffusion recipe matter (issue 11, part 3): each arm in scripts/recipe_arms/ (a config
+# layer over the preset; new.json is the shipped recipe, today.json the one before issue 11, the others
+# take one part back) trains each family from scratch for the same STEPS at the same batch, data order
+# and seeds, with a snapshot every SNAP steps; then every snapshot is evaluated at its family's default
+# sampler, steps and guidance, N faces per mix, the same seeds for all. Equal steps at equal batch is equal
+# cost here: the arms share one network (CPU-hours are in each row to check it).
+#   OUT=runs/ab/recipe STEPS=3000 SNAP=1000 ARMS="new today" scripts/diffusion_recipe_ab.sh
+# Environment: PRESET (cpu), DEVICE (auto), PARALLEL (2: arms trained at once; each gets
+# OMP_NUM_THREADS=1 on a CPU), FAMILIES ("ddpm sde"), N (50), CLASSIFIER, REFERENCE_FRACTION (0.02).
+# A re-run skips what exists, so it resumes after a kill and only evaluates when training is done.
+source "$(dirname "$0")/common.sh"
+OUT=${OUT:-runs/ab/recipe}
+STEPS=${STEPS:-3000}
+SNAP=${SNAP:-1000}
+ARMS=${ARMS:-new today small-embed old-loss old-optim}
+FAMILIES=${FAMILIES:-ddpm sde}
+PRESET=${PRESET:-cpu}
+DEVICE=${DEVICE:-auto}
+PARALLEL=${PARALLEL:-2}
+N=${N:-50}
+CLASSIFIER=${CLASSIFIER:-checkpoints/classifier}
+mkdir -p "$OUT/snapshots"
+export PY DATA OUT STEPS SNAP PRESET DEVICE
+
+train_arm() {  # FAMILY ARM: train in SNAP-step segments (resume is exact), copying each end to a snapshot
+  local family=$1 arm=$2 run="$OUT/$1-$2"
+  for ((end = SNAP; end <= STEPS; end += SNAP)); do
+    local snap
+    snap=$(printf "%s/snapshots/%s-%s-%06d" "$OUT" "$family" "$arm" "$end")
+    [ -f "$snap/model.safetensors" ] && continue
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" train.py --model "$family" --preset "$PRESET" --device "$DEVICE" \
+      --data "$DATA" --config "scripts/recipe_arms/$arm.json" --max-steps "$end" --save-every "$SNAP" \
+      --sample-every "$SNAP" --out "$run" --resume latest --no-progress >>"$run.log" 2>&1 ||
+      { echo "$family-$arm failed; see $run.log" >&2; return 1; }
+    source scripts/common.sh && copy_checkpoint "$run/checkpoint" "$snap"
+    echo "$snap"
+  done
+}
+export -f train_arm
+for family in $FAMILIES; do
+  for arm in $ARMS; do
+    [ -f "scripts/recipe_arms/$arm.json" ] || { echo "no arm scripts/recipe_arms/$arm.json" >&2; exit 2; }
+    echo "$family $arm"
+  done
+done | xargs -P "$PARALLEL" -L 1 bash -c 'train_arm "$0" "$1"'
+snapshots=()
+for family in $FAMILIES; do
+  for arm in $ARMS; do
+    for s in "$OUT"/snapshots/"$family-$arm"-[0-9]*; do [ -d "$s" ] && snapshots+=("$s"); done
+  done
+done
+"$PY" -m facegen.evaluate --checkpoints "${snapshots[@]}" --classifier "$CLASSIFIER" --reference "$DATA" \
+  --reference-fraction "${REFERENCE_FRACTION:-0.02}" --n "$N" --blends 2 --settings ddpm=default sde=default \
+  --device "$DEVICE" --out "$OUT/eval"
+echo "report: $OUT/eval/report.md"
