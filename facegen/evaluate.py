@@ -320,6 +320,47 @@ def _sampler_label(r: dict) -> str:
     return r["sampler"] + (f" (CFG {g:g})" if g != 1.0 else "")
 
 
+def quality_bars(r: dict, real: dict) -> dict[str, tuple[str, bool]]:
+    """Issue 11's bars for one row, each as (the measured figure, met?): face detection >= 85% of the real
+    faces' rate, diversity >= 80% of theirs, two-sample accuracy <= 0.75, pure-mix accuracy >= 0.70 per
+    group (>= 0.50 for "Others"), and each group of a 50/50 blend between 25% and 75% of the faces."""
+    bars = {
+        "face det.": (
+            f"{r['face_detection_rate']:.2f}",
+            r["face_detection_rate"] >= 0.85 * real["face_detection_rate"],
+        ),
+        "diversity": (f"{r['diversity']:.2f}", r["diversity"] >= 0.80 * real["diversity"]),
+    }
+    if r.get("two_sample") is not None:
+        bars["two-sample"] = (f"{r['two_sample']:.2f}", r["two_sample"] <= 0.75)
+    for g, acc in r["pure_mix_accuracy"].items():
+        bars[g] = (f"{acc:.2f}", acc >= (0.50 if g == "Others" else 0.70))
+    for m, shares in r["blend_shares"].items():
+        bars[m] = ("/".join(f"{v:.0%}" for v in shares.values()), all(0.25 <= v <= 0.75 for v in shares.values()))
+    return bars
+
+
+def _bars_table(report: dict) -> list[str]:
+    rows = [(r, quality_bars(r, report["real"])) for r in report["results"]]
+    if not rows:
+        return []
+    names = list(rows[0][1])
+    lines = [
+        "",
+        "Quality bars of issue 11 (✓ met, ✗ missed; face detection ≥ 85% and diversity ≥ 80% of the real faces', "
+        "two-sample ≤ 0.75, pure mixes ≥ 0.70 (Others ≥ 0.50), 50/50 blends 25–75% each):",
+        "",
+        "| model | setting | " + " | ".join(names) + " | met |",
+        "|" + "---|" * (len(names) + 3),
+    ]
+    for r, bars in rows:
+        cells = [f"{'✓' if ok else '✗'} {v}" for v, ok in (bars.get(n, ("–", False)) for n in names)]
+        met = sum(ok for _, ok in bars.values())
+        setting = f"{_sampler_label(r)} {r['steps']}"
+        lines.append(f"| {r['model']}{_carried_mark(r)} | {setting} | " + " | ".join(cells) + f" | {met}/{len(bars)} |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     real = report["real"]
     lines = [
@@ -349,6 +390,7 @@ def markdown(report: dict) -> str:
         + " | ".join(f"{a:.2f}" for a in real["classifier_accuracy_per_group"])
         + " |"
     )
+    lines += _bars_table(report)
     lines += ["", "Blends (share of each requested group among the faces):", ""]
     for r in report["results"]:
         for m, shares in r["blend_shares"].items():

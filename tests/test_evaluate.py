@@ -287,3 +287,26 @@ def test_rows_of_replaced_weights_are_not_carried_whatever_their_setting() -> No
         {"model": "dcgan", "family": "dcgan", "sampler": "other", "steps": 1, "training_step": 7250},
     ]
     assert [r["model"] for r in carry_over(now, earlier, 408, 20)] == ["dcgan"]
+
+
+def test_quality_bars_mark_each_bar_met_or_missed() -> None:
+    from facegen.evaluate import quality_bars
+
+    real = {"face_detection_rate": 0.56, "diversity": 10.0}
+    row = {
+        "face_detection_rate": 0.48,  # 0.476 needed
+        "diversity": 7.9,  # 8.0 needed
+        "two_sample": 0.75,
+        "pure_mix_accuracy": {"White": 0.70, "Others": 0.50, "Indian": 0.69},
+        "blend_shares": {"White+Black": {"White": 0.25, "Black": 0.76}},
+    }
+    bars = quality_bars(row, real)
+    assert {k: ok for k, (_, ok) in bars.items()} == {
+        "face det.": True,
+        "diversity": False,
+        "two-sample": True,
+        "White": True,
+        "Others": True,
+        "Indian": False,
+        "White+Black": False,
+    }
