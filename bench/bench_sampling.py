@@ -25,7 +25,8 @@ from facegen.config import resolve  # noqa: E402
 from facegen.diffusion.ddpm import sampling_scheduler  # noqa: E402
 from facegen.nets import build_sampling_net  # noqa: E402
 from facegen.pipeline import FaceGenerator  # noqa: E402
-from facegen.sampling import DEFAULT_STEPS  # noqa: E402
+from facegen.runtime import hardware_name  # noqa: E402
+from facegen.sampling import DEFAULT_STEPS, default_guidance  # noqa: E402
 from facegen.studio import Studio, parse_params  # noqa: E402
 
 
@@ -107,14 +108,16 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp())
-    print(f"torch {torch.__version__}, {a.threads} CPU threads ({torch.backends.cpu.get_cpu_capability()}), 64 px")
+    print(f"torch {torch.__version__}, {a.threads} CPU threads, 64 px; CPU: {hardware_name(torch.device('cpu'))}")
     print(
         f"{'family':6} {'sampler':20} {'steps':>5} {'first frame':>11} {'1 face':>8} {'4 faces':>8} {'streamed 4':>10} {'overhead':>8}"
     )
     for family in a.families:
         gen = FaceGenerator.from_checkpoint(checkpoint(family, tmp, a.checkpoints), device="cpu")
         gen.name = family
-        print(f"{family}: precision {gen.precision} (auto), batching {gen.batching}")
+        print(
+            f"{family}: precision {gen.precision} (auto), batching {gen.batching}, guidance {default_guidance(gen.config):g}"
+        )
         studio = Studio({family: gen}, out_dir=tmp, min_interval=0.1)
         for sampler, steps in settings(gen):
             ff = min(first_frame(gen, sampler, steps) for _ in range(2))

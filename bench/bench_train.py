@@ -3,7 +3,10 @@ a plain fp32 PyTorch loop on the same network, in the same run. Prints images/s 
 `auto` picks on this machine. On a CPU without native bf16 kernels the bf16 column is timed with one
 step only (it is tens of times slower there) unless --steps-bf16 says otherwise.
 
-    python bench/bench_train.py [--steps 4] [--threads 2]
+    python bench/bench_train.py [--steps 4] [--threads 2] [--attention-head-dim 8]
+
+--attention-head-dim times the U-Nets with other attention heads than the preset's 64 channels (8 was
+the shipped setting before issue 11).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from facegen.config import resolve  # noqa: E402
 from facegen.data import FaceSet  # noqa: E402
 from facegen.nets import build_discriminator, build_sampling_net, count_parameters  # noqa: E402
-from facegen.runtime import cpu_has_native_bf16, resolve_precision  # noqa: E402
+from facegen.runtime import cpu_has_native_bf16, hardware_name, resolve_precision  # noqa: E402
 from facegen.training import Dist, Trainer, build_trainer  # noqa: E402
 
 BATCH = {"ddpm": 32, "sde": 32, "dcgan": 64}
@@ -38,7 +41,11 @@ def fake_faces(n: int = 256) -> FaceSet:
     )
 
 
-def facegen_trainer(family: str, precision: str) -> Trainer:
+def unet_layer(head_dim: int | None) -> dict:
+    return {"model": {"unet": {"attention_head_dim": head_dim}}} if head_dim else {}
+
+
+def facegen_trainer(family: str, precision: str, head_dim: int | None = None) -> Trainer:
     run = resolve(
         "cpu",
         family,
@@ -46,6 +53,7 @@ def facegen_trainer(family: str, precision: str) -> Trainer:
             "data": {"path": "unused", "cache_dir": None},
             "train": {"precision": precision, "device": "cpu", "batch_size": BATCH[family]},
         },
+        unet_layer(head_dim),
     )
     import facegen.training as training
 
@@ -68,9 +76,9 @@ def time_steps(step, n: int) -> float:
     return statistics.median(times)
 
 
-def plain_fp32_step(family: str):
+def plain_fp32_step(family: str, head_dim: int | None = None):
     """The reference: the same network, fp32, a textbook loop (eps-MSE / BCE), no facegen code in the step."""
-    run = resolve("cpu", family, {"data": {"path": "unused"}})
+    run = resolve("cpu", family, {"data": {"path": "unused"}}, unet_layer(head_dim))
     b = BATCH[family]
     x = torch.rand(b, 3, 64, 64) * 2 - 1
     mix = F.one_hot(torch.arange(b) % 5, 5).float()
@@ -115,11 +123,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--families", nargs="+", default=["ddpm", "sde", "dcgan"])
     p.add_argument("--steps-bf16", type=int, help="bf16 steps (default --steps, or 1 without native bf16)")
+    p.add_argument("--attention-head-dim", type=int, help="U-Net attention head width (default: the preset's)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     native = cpu_has_native_bf16()
     steps = {"fp32": a.steps, "bf16": a.steps_bf16 or (a.steps if native else 1)}
-    print(f"torch {torch.__version__}, {a.threads} CPU threads, 64 px, median of {a.steps} steps after a warm-up")
+    heads = a.attention_head_dim or "the preset's"
+    print(
+        f"torch {torch.__version__}, {a.threads} CPU threads, 64 px, median of {a.steps} steps after a warm-up, "
+        f"U-Net attention heads of {heads} channels"
+    )
+    print(f"CPU: {hardware_name(torch.device('cpu'))}")
     print(
         f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 kernels: {native}, "
         f"precision auto -> {resolve_precision('auto', torch.device('cpu'))}; bf16 timed over {steps['bf16']} step(s)"
@@ -128,11 +142,11 @@ def main() -> None:
         f"{'family':7} {'batch':>5} {'params':>8} {'fp32 ref img/s':>15} {'facegen fp32':>13} {'facegen bf16':>13} {'auto/ref':>9}"
     )
     for family in a.families:
-        ref_step, params = plain_fp32_step(family)
+        ref_step, params = plain_fp32_step(family, a.attention_head_dim)
         ref = BATCH[family] / time_steps(ref_step, a.steps)
         ours = {}
         for precision in ("fp32", "bf16"):
-            trainer = facegen_trainer(family, precision)
+            trainer = facegen_trainer(family, precision, a.attention_head_dim)
 
             def step(tr: Trainer = trainer) -> None:
                 tr.train_step()
