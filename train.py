@@ -1,4 +1,4 @@
-"""Train a facegen model: `python train.py --model {ddpm,sde,dcgan} --data PATH`.
+"""Train a facegen model: `python train.py --model {ddpm,sde,dcgan,vae} --data PATH`.
 
 Options resolve in order: preset, family defaults, `--config file.json`, then explicit flags.
 `--dry-run` prints the resolved config and exits. Runs unchanged under `torchrun --nproc_per_node N`.
@@ -11,18 +11,18 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from facegen.checkpoints import STATE_NAME, CheckpointError
-from facegen.config import PRESETS, RunConfig, resolve
+from facegen.config import PRESETS, Family, RunConfig, resolve
 from facegen.data import DataError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, choices=["ddpm", "sde", "dcgan"], help="model family")
+    p.add_argument("--model", required=True, choices=list(get_args(Family)), help="model family")
     p.add_argument("--data", required=True, help="folder of face images")
     p.add_argument(
         "--labels", choices=["utkface", "folders", "celeba", "none"], help="how groups are read (default utkface)"
@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--acgan-blends", type=float, help="share of G's AC-GAN training mixes that are two-group blends (default 0)"
     )
     p.add_argument("--timesteps", type=int, help="DDPM T (default 1000)")
+    p.add_argument("--beta", type=float, help="VAE: weight of the KL term (default 1)")
+    p.add_argument("--latent-dim", type=int, help="VAE: size of z (default 128)")
+    p.add_argument("--kl-warmup", type=int, help="VAE: steps over which the KL weight rises to --beta (default 2000)")
     p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.add_argument(
@@ -93,6 +96,13 @@ def flag_overrides(a: argparse.Namespace) -> dict[str, Any]:
     dcgan = {k: getattr(a, k) for k in ("d_conditioning", "acgan_weight", "acgan_blends") if getattr(a, k) is not None}
     if dcgan:
         tree["model"]["dcgan"] = dcgan
+    vae = {
+        k: v
+        for k, v in (("beta", a.beta), ("latent_dim", a.latent_dim), ("kl_warmup_steps", a.kl_warmup))
+        if v is not None
+    }
+    if vae:
+        tree["model"]["vae"] = vae
     ddpm = {
         k: v
         for k, v in (

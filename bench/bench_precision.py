@@ -32,7 +32,7 @@ def held_out_loss_fp32(trainer: Trainer, seed: int = 1234) -> float:
     for i in range(0, len(test), b):
         gen = generator(seed, "held-out", i)
         x, mix = trainer.batch(test, torch.arange(i, min(i + b, len(test))), gen, train=False)
-        losses.append(trainer.diffusion_loss(trainer.ema, x, condition_vector(mix), gen).item() * len(x))
+        losses.append(trainer.objective.loss(trainer.ema, x, condition_vector(mix), gen).item() * len(x))
     return sum(losses) / len(test)
 
 

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Family = Literal["ddpm", "sde", "dcgan"]
+Family = Literal["ddpm", "sde", "dcgan", "vae"]
+DIFFUSION_FAMILIES: tuple[str, ...] = ("ddpm", "sde")  # the others draw a face in one network pass
 LabelFormat = Literal["utkface", "folders", "celeba", "none"]
 # "auto": bf16 where the hardware runs it natively, else fp32 on the CPU (runtime.resolve_precision).
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -128,6 +129,23 @@ class DCGANConfig(Frozen):
     acgan_blends: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class VAEConfig(Frozen):
+    """Conditional VAE (Kingma & Welling 2014; Sohn et al. 2015): an encoder q(z | x, mix) and a decoder
+    p(x | z, mix), which is the DCGAN generator with `channels` as its width.
+
+    The ELBO's reconstruction term is a Gaussian log-likelihood with a fixed std `recon_std` in the
+    [-1, 1] pixel range (summed over pixels), its KL term to N(0, I) is in closed form and weighted by
+    `beta` (beta-VAE, Higgins et al. 2017), warmed up linearly from 0 over `kl_warmup_steps` (Bowman et
+    al. 2016) so the decoder learns to use z before the prior pulls the posterior in.
+    """
+
+    latent_dim: int = Field(128, ge=2, le=1024)
+    channels: int = Field(64, ge=4, le=512)
+    beta: float = Field(1.0, gt=0.0, le=100.0)
+    kl_warmup_steps: int = Field(2000, ge=0, le=1_000_000)
+    recon_std: float = Field(0.1, gt=0.0, le=10.0)
+
+
 class ModelConfig(Frozen):
     """Everything needed to rebuild a network and interpret its output; saved in every checkpoint."""
 
@@ -138,6 +156,7 @@ class ModelConfig(Frozen):
     ddpm: DDPMConfig = DDPMConfig()
     sde: SDEConfig = SDEConfig()
     dcgan: DCGANConfig = DCGANConfig()
+    vae: VAEConfig = VAEConfig()
 
     @field_validator("image_size")
     @classmethod
@@ -157,7 +176,7 @@ class ModelConfig(Frozen):
 
     @model_validator(mode="after")
     def _fits(self) -> ModelConfig:
-        if self.family != "dcgan":
+        if self.family in DIFFUSION_FAMILIES:
             levels = len(self.unet.block_out_channels)
             if self.image_size % 2 ** (levels - 1):
                 raise ValueError(f"image_size {self.image_size} cannot be halved {levels - 1} times")
@@ -246,6 +265,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "attention_head_dim": 8,
             },
             "dcgan": {"latent_dim": 16, "g_channels": 8, "d_channels": 8},
+            "vae": {"latent_dim": 16, "channels": 8, "kl_warmup_steps": 4},
             **DIFFUSION_RECIPE,
         },
         "data": {"test_fraction": 0.2},
@@ -302,6 +322,17 @@ def family_defaults(family: Family) -> dict[str, Any]:
                 "channels_last": True,
             }
         }
+    if family == "vae":  # Adam as in Kingma & Welling; no guidance, so no label dropout
+        return {
+            "train": {
+                "batch_size": 64,
+                "lr": 5e-4,
+                "warmup_steps": 0,
+                "grad_clip": 1e9,
+                "cond_dropout": 0.0,
+                "channels_last": True,
+            }
+        }
     return {}
 
 
@@ -312,7 +343,7 @@ def resolve(preset: str, family: Family, *layers: dict[str, Any]) -> RunConfig:
     tree: dict[str, Any] = {"model": {"family": family}, "data": {}, "train": {}}
     tree = merge(tree, PRESETS[preset])
     tree = merge(tree, family_defaults(family))
-    if preset == "tiny" and family == "dcgan":
+    if preset == "tiny" and family in ("dcgan", "vae"):
         tree = merge(tree, {"train": {"batch_size": 8}})
     for layer in layers:
         tree = merge(tree, layer)

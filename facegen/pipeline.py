@@ -23,7 +23,7 @@ from PIL import Image
 
 from facegen.checkpoints import WEIGHTS_NAME, load_checkpoint, load_into
 from facegen.conditioning import normalise_mix
-from facegen.config import Family, ModelConfig, Precision
+from facegen.config import DIFFUSION_FAMILIES, Family, ModelConfig, Precision
 from facegen.diffusion.samplers import Step
 from facegen.nets import build_sampling_net
 from facegen.plots import to_pil
@@ -85,6 +85,11 @@ class FaceGenerator:
         return self.config.groups
 
     @property
+    def one_pass(self) -> bool:
+        """A GAN generator or VAE decoder: one network pass per face, no sampler steps or guidance."""
+        return self.family not in DIFFUSION_FAMILIES
+
+    @property
     def samplers(self) -> tuple[str, ...]:
         return samplers_for(self.config)
 
@@ -107,7 +112,7 @@ class FaceGenerator:
         if sampler not in self.samplers:
             raise RequestError(f"{self.family} has no sampler {sampler!r}; choose one of {', '.join(self.samplers)}")
         lo, hi = STEP_RANGE[sampler]
-        steps = DEFAULT_STEPS[sampler] if steps is None or self.family == "dcgan" else steps
+        steps = DEFAULT_STEPS[sampler] if steps is None or self.one_pass else steps
         if isinstance(steps, bool) or not isinstance(steps, int) or not lo <= steps <= hi:
             raise RequestError(f"steps must be an integer in [{lo}, {hi}] for {sampler}, got {steps!r}")
         if self.family == "ddpm" and steps > self.config.ddpm.num_train_timesteps:
@@ -150,6 +155,6 @@ class FaceGenerator:
         blocking differs between batch 1 and 3 even at one thread: measured) one face per call."""
         if not self.batch_invariant:
             return "joint"
-        if self.device.type == "cpu" and self.precision == "bf16" and self.family != "dcgan":
+        if self.device.type == "cpu" and self.precision == "bf16" and not self.one_pass:
             return "thread_padded"
         return "per_face"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from facegen.conditioning import condition_vector, guide, null_condition
-from facegen.config import ModelConfig, Precision, SDEConfig
+from facegen.config import DIFFUSION_FAMILIES, ModelConfig, Precision, SDEConfig
 from facegen.diffusion import ddpm, edm, samplers
 from facegen.diffusion.samplers import NetFn, Step
 from facegen.diffusion.sde import clip_score, make_sde
@@ -26,6 +26,7 @@ SAMPLERS: dict[str, tuple[str, ...]] = {
     "ddpm": ("dpmpp", "ddim", "ancestral"),
     "sde": ("heun", "euler_maruyama", "predictor_corrector", "ode"),
     "dcgan": ("single",),
+    "vae": ("single",),
 }
 SAMPLER_LABELS = {
     "dpmpp": "DPM-Solver++",
@@ -35,7 +36,7 @@ SAMPLER_LABELS = {
     "predictor_corrector": "Predictor–corrector",
     "ode": "Probability-flow ODE",
     "heun": "EDM Heun (ODE)",
-    "single": "Generator (one pass)",
+    "single": "Generator / decoder (one pass)",
 }
 DEFAULT_STEPS = {
     "dpmpp": 20,
@@ -61,11 +62,16 @@ STEP_RANGE = {
 
 # Classifier-free guidance scale a request gets when it names none, per family (README "Sampler and
 # guidance defaults": the measurement that chose them). A GAN has no guidance.
-DEFAULT_GUIDANCE = {"ddpm": 1.0, "sde": 1.0, "dcgan": 1.0}
+DEFAULT_GUIDANCE = {"ddpm": 1.0, "sde": 1.0, "dcgan": 1.0, "vae": 1.0}
 
 
 def default_guidance(cfg: ModelConfig) -> float:
     return DEFAULT_GUIDANCE[cfg.family]
+
+
+def latent_dim(cfg: ModelConfig) -> int:
+    """The size of a one-pass family's latent z ~ N(0, I)."""
+    return cfg.vae.latent_dim if cfg.family == "vae" else cfg.dcgan.latent_dim
 
 
 def samplers_for(cfg: ModelConfig) -> tuple[str, ...]:
@@ -246,8 +252,8 @@ def stream(
     b, size = len(req.seeds), cfg.image_size
     mix = req.mix.to(device).expand(b, -1)
     with torch.inference_mode():
-        if cfg.family == "dcgan":
-            z = randn_per_image(gens, (cfg.dcgan.latent_dim,), device)
+        if cfg.family not in DIFFUSION_FAMILIES:  # a GAN generator or a VAE decoder on a prior draw
+            z = randn_per_image(gens, (latent_dim(cfg),), device)
             with autocast(device, precision):
                 x = batched(net, batching)(z, mix).float().clamp(-1, 1)
             yield Step(1, 1, x, x, 1)

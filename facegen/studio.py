@@ -206,8 +206,8 @@ class Studio:
             paths.append(
                 save_png(face, folder / f"facegen-{gen.name}-seed{seed}.png", settings, self.command(settings))
             )
-        frames = self.morph(gen, params.seed) if gen.family == "dcgan" else [preview_grid(x, 96) for x in trajectory]
-        animation = folder / ("morph.gif" if gen.family == "dcgan" else "trajectory.gif")
+        frames = self.morph(gen, params.seed) if gen.one_pass else [preview_grid(x, 96) for x in trajectory]
+        animation = folder / ("morph.gif" if gen.one_pass else "trajectory.gif")
         frames[0].save(animation, save_all=True, append_images=frames[1:], duration=80, loop=0)
         first = self.settings(gen, params, params.seed)
         return Result(faces, paths, animation, first, self.command(first), elapsed, self.seen_groups(gen, faces))
@@ -228,7 +228,7 @@ class Studio:
         return None if self.classifier is None else self.classifier.groups
 
     def morph(self, gen: FaceGenerator, seed: int, per_leg: int = 8) -> list[Image.Image]:
-        """One seed walked through every pure group and back to the first: a DCGAN's mix morph."""
+        """One seed walked through every pure group and back to the first: a one-pass model's mix morph."""
         k = len(gen.groups)
         frames = []
         for a in range(k):

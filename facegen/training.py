@@ -1,4 +1,5 @@
-"""The training loop for all three families: one loop, a family-specific loss step.
+"""The training loop for every family: data, EMA, precision, checkpoints, logging, resume and DDP, written
+once; what a family trains and how is its objective (`facegen.objectives`).
 
 Every random draw is a function of (seed, purpose, step, rank) (see `facegen.runtime`), so resuming
 from `state.pt` replays exactly the batches, noise and timesteps an uninterrupted run would have seen.
@@ -27,15 +28,11 @@ from torch import nn
 from tqdm import tqdm
 
 from facegen import checkpoints, plots
-from facegen.conditioning import condition_vector, drop_labels, null_condition
-from facegen.config import DCGANConfig, ModelConfig, RunConfig
+from facegen.config import ModelConfig, RunConfig
 from facegen.data import FaceSet, augment, batch_indices, load_faces, split, to_model_range
-from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
-from facegen.diffusion.edm import edm_loss
-from facegen.diffusion.sde import dsm_loss, make_sde
-from facegen.nets import build_discriminator, build_sampling_net, count_parameters
+from facegen.nets import build_sampling_net, build_training_networks, count_parameters
+from facegen.objectives import Objective, bare, build_objective
 from facegen.runtime import (
-    autocast,
     derive_seed,
     generator,
     hardware_name,
@@ -47,6 +44,7 @@ from facegen.sampling import final, sample_grid_request, stream
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
+NETWORK_NAMES = {"disc": "discriminator"}  # how a model card names the never-shipped networks
 
 
 @dataclass
@@ -110,9 +108,8 @@ class Trainer:
     test_set: FaceSet
     net: nn.Module
     ema: nn.Module
-    opt: torch.optim.Optimizer
-    disc: nn.Module | None = None
-    opt_d: torch.optim.Optimizer | None = None
+    objective: Objective
+    total: int
     step: int = 0
     wall_s: float = 0.0
     # CPU time of the training steps, all threads of this process (time.process_time): the CPU-hours a
@@ -122,9 +119,8 @@ class Trainer:
     history: list[dict[str, Any]] = field(default_factory=list)  # earlier segments of this model's training
     segment_start: int = 0
     segment_how: str = "from scratch"
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    # -- one optimisation step per family ---------------------------------------------------------
+    # -- one optimisation step ----------------------------------------------------------------------
     def batch(
         self, faces: FaceSet, idx: torch.Tensor, gen: torch.Generator, train: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,19 +132,6 @@ class Trainer:
         mix = F.one_hot(faces.labels[idx], len(faces.groups)).float().to(self.device)
         return x, mix
 
-    def diffusion_loss(
-        self, net: nn.Module, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator
-    ) -> torch.Tensor:
-        m = self.run.model
-        match m.family:
-            case "ddpm":
-                return ddpm_loss(net, m.ddpm, x0, cond, self.extra["alpha_bar"], gen)
-            case "sde" if m.sde.kind == "edm":
-                return edm_loss(net, m.sde, x0, cond, gen)
-            case "sde":
-                return dsm_loss(net, self.extra["sde"], x0, cond, gen)
-        raise ValueError(m.family)
-
     def train_step(self) -> dict[str, float]:
         t, step = self.run.train, self.step
         gen = generator(t.seed, "step", step, self.dist.rank)
@@ -156,122 +139,34 @@ class Trainer:
             self.train_set.labels, t.batch_size, step, t.seed, self.run.data.balanced, self.dist.rank, self.dist.world
         )
         x, mix = self.batch(self.train_set, idx, gen, train=True)
-        lr = learning_rate(self.run, step, self.extra["total"], self.warm_start)
-        for opt in (self.opt, self.opt_d):
-            if opt is not None:
-                for group in opt.param_groups:
-                    group["lr"] = lr * group.get("lr_mult", 1.0)
-        if self.run.model.family == "dcgan":
-            return self.gan_step(x, mix, gen) | {"lr": lr}
-        cond = drop_labels(condition_vector(mix), t.cond_dropout, gen)
-        with autocast(self.device, t.precision):
-            loss = self.diffusion_loss(self.net, x, cond, gen)
-        self.opt.zero_grad(set_to_none=True)
-        self.extra["scaler"].scale(loss).backward()
-        self.extra["scaler"].unscale_(self.opt)
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
-        self.extra["scaler"].step(self.opt)
-        self.extra["scaler"].update()
-        update_ema(self.ema, self._bare(self.net), t.ema_decay, step)
-        return {"train_loss": loss.item(), "lr": lr}
-
-    def gan_step(self, real: torch.Tensor, mix: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
-        """Radford et al.: D maximises log D(x) + log(1 - D(G(z))); G maximises log D(G(z)) (BCE). With
-        AC-GAN conditioning D also learns the groups of real faces, and G pays acgan_weight x the
-        cross-entropy of D's group head on its fakes against the mix it was asked for."""
-        assert self.disc is not None and self.opt_d is not None
-        prec, b = self.run.train.precision, real.shape[0]
-        cfg = self.run.model.dcgan
-        z = torch.randn(b, cfg.latent_dim, generator=gen).to(self.device)
-        ones, zeros = torch.ones(b, device=self.device), torch.zeros(b, device=self.device)
-        logs: dict[str, float] = {}
-        fake_mix = random_blends(mix, cfg.acgan_blends, gen) if cfg.d_conditioning == "acgan" else mix
-        with autocast(self.device, prec):
-            fake = self.net(z, fake_mix)
-            d_real, groups_real = self.disc.score(real, mix)
-            d_fake = self.disc(fake.detach(), fake_mix).float()
-            d_loss = F.binary_cross_entropy_with_logits(d_real.float(), ones) + F.binary_cross_entropy_with_logits(
-                d_fake, zeros
-            )
-            if groups_real is not None:
-                d_groups = soft_cross_entropy(groups_real.float(), mix)
-                d_loss = d_loss + d_groups
-                logs["d_group_loss"] = d_groups.item()
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
-        with autocast(self.device, prec):
-            g_logit, g_groups = self.disc.score(fake, fake_mix)
-            g_loss = F.binary_cross_entropy_with_logits(g_logit.float(), ones)
-            if g_groups is not None:
-                g_group_loss = soft_cross_entropy(g_groups.float(), fake_mix)
-                g_loss = g_loss + cfg.acgan_weight * g_group_loss
-                logs["g_group_loss"] = g_group_loss.item()
-        self.opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.opt.step()
-        update_ema(self.ema, self._bare(self.net), self.run.train.ema_decay, self.step)
-        return {"train_loss": g_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item()} | logs
+        lr = learning_rate(self.run, step, self.total, self.warm_start)
+        for opt in self.objective.optimisers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr * group.get("lr_mult", 1.0)
+        metrics = self.objective.step(x, mix, gen, step)
+        update_ema(self.ema, bare(self.net), t.ema_decay, step)
+        return metrics | {"lr": lr}
 
     @torch.no_grad()
     def test_loss(self) -> dict[str, float]:
-        """Held-out figures with fixed noise (comparable across evaluations of one run).
-
-        test_loss: the diffusion loss of the EMA net, or for the DCGAN the discriminator's BCE on
-        held-out real faces (rises when D memorises). cond_signal (diffusion): the mean |out_cond -
-        out_null| of the EMA net on the same noisy faces, i.e. how much the network's output depends on
-        the mix; near 0 means the condition is ignored, which shows within a few hundred steps.
-        """
+        """The objective's held-out figures (test_loss, and cond_signal for diffusion) with fixed noise,
+        averaged over the held-out batches: comparable across evaluations of one run."""
         t = self.run.train
         n = len(self.test_set)
         if n == 0 or t.test_batches == 0:
             return {}
-        losses, signals = [], []
+        rows = []
         for i in range(t.test_batches):
             idx = torch.arange(i * t.batch_size, (i + 1) * t.batch_size) % n
             x, mix = self.batch(self.test_set, idx, generator(t.seed, "test", i), train=False)
-            with autocast(self.device, t.precision):
-                if self.run.model.family == "dcgan":
-                    assert self.disc is not None
-                    self.disc.eval()
-                    logits = self.disc(x, mix).float()
-                    self.disc.train()
-                    losses.append(F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).item())
-                    continue
-                cond = condition_vector(mix)
-                null = null_condition(len(idx), cond.shape[1] - 1, self.device)
-                loss, out_cond = self._held_out_output(x, cond, i)
-                _, out_null = self._held_out_output(x, null, i)
-                losses.append(loss)
-                signals.append((out_cond - out_null).abs().mean().item())
-        out = {"test_loss": sum(losses) / len(losses)}
-        if signals:
-            out["cond_signal"] = sum(signals) / len(signals)
-        return out
-
-    def _held_out_output(self, x: torch.Tensor, cond: torch.Tensor, batch: int) -> tuple[float, torch.Tensor]:
-        """The EMA net's held-out loss on batch `batch` (fixed noise) and its raw output inside that loss."""
-        seen: list[torch.Tensor] = []
-        handle = self.ema.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().float()))
-        try:
-            loss = self.diffusion_loss(self.ema, x, cond, generator(self.run.train.seed, "test", batch)).item()
-        finally:
-            handle.remove()
-        return loss, seen[-1]
+            rows.append(self.objective.held_out(self.ema, x, mix, lambda i=i: generator(t.seed, "test", i)))
+        return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
 
     # -- saving -------------------------------------------------------------------------------------
-    @staticmethod
-    def _bare(net: nn.Module) -> nn.Module:
-        return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
-
     def segment(self) -> dict[str, Any]:
         """This process's stretch of training, for the model card: how it began, on what, with what."""
         t = self.run.train
-        recipe = f"lr {t.lr}, batch {t.batch_size}, " + (
-            _d_recipe(self.run.model.dcgan, t.cond_lr_mult)
-            if self.run.model.family == "dcgan"
-            else _diffusion_recipe(self.run)
-        )
+        recipe = f"lr {t.lr}, batch {t.batch_size}, " + self.objective.recipe()
         return {
             "steps": [self.segment_start, self.step],
             "how": self.segment_how,
@@ -318,12 +213,11 @@ class Trainer:
             "cpu_s": self.cpu_s,
             "warm_start": self.warm_start,
             "history": card["history"],
-            "net": self._bare(self.net).state_dict(),
+            "net": bare(self.net).state_dict(),
             "ema": self.ema.state_dict(),
-            "opt": self.opt.state_dict(),
         }
-        if self.disc is not None and self.opt_d is not None:
-            state |= {"disc": self._bare(self.disc).state_dict(), "opt_d": self.opt_d.state_dict()}
+        state |= {k: bare(m).state_dict() for k, m in self.objective.networks().items()}
+        state |= {k: opt.state_dict() for k, opt in self.objective.optimisers.items()}
         try:
             checkpoints.save_state(out, state)
             checkpoints.save_weights(out / CHECKPOINT_DIR, self.ema.state_dict(), card)
@@ -334,22 +228,21 @@ class Trainer:
 
     def load(self, state: dict[str, Any]) -> None:
         try:
-            self._bare(self.net).load_state_dict(state["net"])
+            bare(self.net).load_state_dict(state["net"])
             self.ema.load_state_dict(state["ema"])
-            if self.disc is not None:
-                self._bare(self.disc).load_state_dict(state["disc"])
+            for key, module in self.objective.networks().items():
+                bare(module).load_state_dict(state[key])
         except (RuntimeError, KeyError) as err:
             raise checkpoints.CheckpointError(
                 f"the saved state does not fit the networks this run configures (compare --dry-run): {err}"
             ) from None
         try:
-            self.opt.load_state_dict(state["opt"])
-        except ValueError as err:  # e.g. a state from before the mix embedding had its own group
+            for key, opt in self.objective.optimisers.items():
+                opt.load_state_dict(state[key])
+        except (ValueError, KeyError) as err:  # e.g. a state from before the mix embedding had its own group
             raise checkpoints.CheckpointError(
                 f"the optimiser state does not fit this run ({err}); start from the weights with --init-from"
             ) from None
-        if self.opt_d is not None:
-            self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.wall_s = int(state["step"]), float(state.get("wall_s", 0.0))
         # States from before CPU time was kept: their runs used one thread (scripts/train_checkpoints.sh).
         self.cpu_s = float(state.get("cpu_s", self.wall_s))
@@ -367,22 +260,21 @@ class Trainer:
                 "(compare its config.json with --dry-run)"
             )
         checkpoints.load_into(self.ema, tensors, folder)
-        self._bare(self.net).load_state_dict(self.ema.state_dict())
+        bare(self.net).load_state_dict(self.ema.state_dict())
         self.step = self.warm_start = self.segment_start = int(card.get("step", 0))
         self.wall_s = float(card.get("wall_time_s", 0.0))
         self.cpu_s = 3600 * float(card.get("cpu_hours", self.wall_s / 3600))
         earlier = {"steps": [0, self.step], "how": "from scratch", "precision": ckpt_run.train.precision}
         self.history = list(card.get("history") or [{**earlier, "hardware": card.get("hardware", "?"), "recipe": "?"}])
-        self.segment_how = f"continued from the weights in {folder}, fresh optimiser" + (
-            " and discriminator" if self.disc is not None else ""
-        )
-        if self.step >= self.extra["total"]:
+        fresh = ["optimiser", *(NETWORK_NAMES.get(k, k) for k in self.objective.networks())]
+        self.segment_how = f"continued from the weights in {folder}, fresh " + " and ".join(fresh)
+        if self.step >= self.total:
             raise ValueError(f"{folder} is already at step {self.step}; raise --max-steps above it to train on")
 
     def sample_grid(self, path: Path) -> None:
         """One row per group, the same seeds in each row, from the EMA weights."""
         m = self.run.model
-        sampler, steps = {"ddpm": ("ddim", 25), "sde": ("ode", 25), "dcgan": ("single", 1)}[m.family]
+        sampler, steps = {"ddpm": ("ddim", 25), "sde": ("ode", 25)}.get(m.family, ("single", 1))
         if m.family == "sde" and m.sde.kind == "edm":
             sampler, steps = "heun", 18
         self.ema.eval()
@@ -402,6 +294,8 @@ def _weights_config(model: ModelConfig) -> dict[str, Any]:
     if model.family == "dcgan":
         d_only = {"d_conditioning", "acgan_weight", "acgan_blends"}
         return own | {"dcgan": model.dcgan.model_dump(exclude=d_only)}
+    if model.family == "vae":
+        return own | {"vae": model.vae.model_dump(include={"latent_dim", "channels"})}
     unet = model.unet.model_dump(exclude={"mix_embed_std"})
     loss_only = {"ddpm": {"loss_weight", "min_snr_gamma"}, "sde": {"p_mean", "p_std"}}[model.family]
     return own | {"unet": unet, model.family: getattr(model, model.family).model_dump(exclude=loss_only)}
@@ -411,48 +305,6 @@ def same_network(a: ModelConfig, b: ModelConfig) -> bool:
     """Whether weights trained under config `a` can continue under `b` (--init-from): the same shipped
     network with the same meaning of its output; only the DCGAN's discriminator settings may differ."""
     return _weights_config(a) == _weights_config(b)
-
-
-def _diffusion_recipe(run: RunConfig) -> str:
-    m, t = run.model, run.train
-    loss = (
-        f"{m.ddpm.prediction}-prediction, {m.ddpm.loss_weight} weighting"
-        if m.family == "ddpm"
-        else ("EDM preconditioning and loss" if m.sde.kind == "edm" else f"{m.sde.kind.upper()} DSM")
-    )
-    return (
-        f"{loss}, EMA {t.ema_decay:g}, mix table N(0, {m.unet.mix_embed_std:g}^2) at lr x{t.cond_lr_mult:g}, "
-        f"{m.unet.attention_head_dim}-channel attention heads"
-    )
-
-
-def _d_recipe(cfg: DCGANConfig, lr_mult: float) -> str:
-    weight = (
-        f" (weight {cfg.acgan_weight:g}, blends {cfg.acgan_blends:g}, head lr x{lr_mult:g})"
-        if cfg.d_conditioning == "acgan"
-        else ""
-    )
-    return f"D conditioning {cfg.d_conditioning}{weight}"
-
-
-def random_blends(mix: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
-    """Replace about `share` of the (one-hot) mixes by a blend of their group and a random other one,
-    with the first group's weight ~ U(0, 1)."""
-    b, k = mix.shape
-    if k < 2:  # unlabelled data (one group): nothing to blend
-        return mix
-    picked = torch.rand(b, generator=gen) < share
-    own = mix.argmax(1).cpu()
-    other = (own + torch.randint(1, k, (b,), generator=gen)) % k
-    w = torch.rand(b, 1, generator=gen)
-    eye = torch.eye(k)
-    blends = (w * eye[own] + (1 - w) * eye[other]).to(mix.device, mix.dtype)
-    return torch.where(picked.to(mix.device)[:, None], blends, mix)
-
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against a distribution over groups (a mix), mean over the batch."""
-    return -(target.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -481,38 +333,17 @@ def build_trainer(run: RunConfig, dist_info: Dist) -> Trainer:
     with torch.random.fork_rng(devices=[]):  # the initial weights are a function of the seed alone
         torch.manual_seed(derive_seed(t.seed, "init"))
         net = build_sampling_net(run.model).to(device).to(memory_format=memory)
-        disc = (
-            build_discriminator(run.model).to(device).to(memory_format=memory) if run.model.family == "dcgan" else None
-        )
+        extra = {k: m.to(device).to(memory_format=memory) for k, m in build_training_networks(run.model).items()}
     ema = build_sampling_net(run.model).to(device).to(memory_format=memory)
     ema.load_state_dict(net.state_dict())
     ema.requires_grad_(False)
-    opt_d = None
-    extra: dict[str, Any] = {
-        "total": total_steps(run, len(train_set)),
-        "scaler": torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
-    }
-    if run.model.family == "dcgan":
-        assert disc is not None
-        head = [p for n, p in disc.named_parameters() if n.startswith("group_head.")]
-        trunk = [p for n, p in disc.named_parameters() if not n.startswith("group_head.")]
-        d_groups = [{"params": trunk}] + ([{"params": head, "lr_mult": t.cond_lr_mult}] if head else [])
-        opt_d = torch.optim.Adam(d_groups, lr=t.lr, betas=(0.5, 0.999))
-        opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.5, 0.999))
-    else:
-        named = list(net.named_parameters())
-        table = [p for n, p in named if n.startswith("mix_embedding.")]
-        rest = [p for n, p in named if not n.startswith("mix_embedding.")]
-        groups = [{"params": rest}, {"params": table, "lr_mult": t.cond_lr_mult}]
-        opt = torch.optim.AdamW(groups, lr=t.lr, weight_decay=0.0)
-        extra["alpha_bar"] = alphas_cumprod(run.model.ddpm)
-        extra["sde"] = make_sde(run.model.sde)
     if dist_info.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-        if disc is not None:
-            disc = nn.parallel.DistributedDataParallel(disc, device_ids=ids)
-    return Trainer(run, device, dist_info, train_set, test_set, net, ema, opt, disc, opt_d, extra=extra)
+        extra = {k: nn.parallel.DistributedDataParallel(m, device_ids=ids) for k, m in extra.items()}
+    objective = build_objective(run, net, device, extra)
+    total = total_steps(run, len(train_set))
+    return Trainer(run, device, dist_info, train_set, test_set, net, ema, objective, total)
 
 
 @contextlib.contextmanager
@@ -548,13 +379,8 @@ def train(run: RunConfig, resume: Path | None = None, progress: bool = True, ini
         log.info("resumed from %s at step %d", resume, trainer.step)
     elif init_from is not None:
         trainer.init_from(init_from)
-        log.warning(
-            "no training state: started from the weights in %s at step %d with a fresh optimiser%s",
-            init_from,
-            trainer.step,
-            " and a fresh discriminator" if trainer.disc is not None else "",
-        )
-    total = trainer.extra["total"]
+        log.warning("no training state: %s, at step %d", trainer.segment_how, trainer.step)
+    total = trainer.total
     log_path = out / "log.jsonl"
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ def build(studio: Studio) -> gr.Blocks:
                         value=_default_sampler(first),
                         label="Sampler",
                         allow_custom_value=True,  # checked by the studio, which names the problem
-                        visible=bool(first and first.family != "dcgan"),
+                        visible=bool(first and not first.one_pass),
                     )
                     # One static range: Gradio checks bounds on the server with the values given here, so
                     # per-sampler ranges are checked by the studio and shown in the step label instead.
@@ -82,7 +82,7 @@ def build(studio: Studio) -> gr.Blocks:
                         value=DEFAULT_STEPS.get(_default_sampler(first) or "", 20),
                         step=1,
                         label=_steps_label(first, _default_sampler(first), studio),
-                        visible=bool(first and first.family != "dcgan"),
+                        visible=bool(first and not first.one_pass),
                     )
                     nfe = gr.Markdown(elem_classes="mix-readout")
                     with gr.Row():
@@ -113,13 +113,13 @@ def build(studio: Studio) -> gr.Blocks:
                         value=default_guidance(first.config) if first else 1.0,
                         step=0.5,
                         label="Guidance scale (1 = conditional, 0 = unconditional)",
-                        visible=bool(first and first.family != "dcgan"),
+                        visible=bool(first and not first.one_pass),
                     )
                     preview = gr.Radio(
                         [("Predicted clean face x̂0", "x0"), ("Noisy state x_t", "x_t")],
                         value="x0",
                         label="Preview",
-                        visible=bool(first and first.family != "dcgan"),
+                        visible=bool(first and not first.one_pass),
                     )
                     with gr.Row():
                         go = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -141,7 +141,7 @@ def build(studio: Studio) -> gr.Blocks:
             gen = studio.models.get(name)
             if gen is None:
                 return [gr.update()] * (6 + MAX_GROUP_SLIDERS)
-            diffusion = gen.family != "dcgan"
+            diffusion = not gen.one_pass
             s = _default_sampler(gen)
             updates = [
                 _card(studio, name),
@@ -178,7 +178,7 @@ def build(studio: Studio) -> gr.Blocks:
             if gen is None:
                 return ""
             s = s if s in gen.samplers else gen.samplers[0]
-            steps_n = 1 if gen.family == "dcgan" else int(n or 1)
+            steps_n = 1 if gen.one_pass else int(n or 1)
             return f"Network evaluations per face: **{network_evaluations(s, steps_n, float(g or 1))}**"
 
         for comp in (model, sampler, steps, guidance):
@@ -199,7 +199,7 @@ def build(studio: Studio) -> gr.Blocks:
             gen = studio.models.get(name)
             k = len(gen.groups) if gen else len(weights)
             notice = ""
-            if gen and gen.family != "dcgan" and s not in gen.samplers and any(s in v for v in SAMPLERS.values()):
+            if gen and not gen.one_pass and s not in gen.samplers and any(s in v for v in SAMPLERS.values()):
                 # The model was switched and the page had not caught up: the model is the newer choice.
                 notice = f"  \n(The page still showed {SAMPLER_LABELS[s]}, which {gen.family} lacks: used its default.)"
                 s, n_steps = gen.samplers[0], DEFAULT_STEPS[gen.samplers[0]]
@@ -207,12 +207,12 @@ def build(studio: Studio) -> gr.Blocks:
                 params = parse_params(
                     studio.limits,
                     model=name or "",
-                    sampler=s if gen and gen.family != "dcgan" else None,
-                    steps=None if gen is None or gen.family == "dcgan" else _as_int(n_steps, "steps"),
+                    sampler=s if gen and not gen.one_pass else None,
+                    steps=None if gen is None or gen.one_pass else _as_int(n_steps, "steps"),
                     seed=_as_int(seed_v, "seed"),
                     faces=_as_int(n_faces, "faces"),
                     weights=tuple(float(w) if w is not None else 0.0 for w in weights[:k]),
-                    guidance=float(g) if g is not None and gen and gen.family != "dcgan" else None,
+                    guidance=float(g) if g is not None and gen and not gen.one_pass else None,
                     preview=pv or "x0",
                 )
                 stream = studio.stream(params)
@@ -264,7 +264,7 @@ def build(studio: Studio) -> gr.Blocks:
 
 
 def _steps_label(gen, sampler: str | None, studio: Studio) -> str:
-    if gen is None or sampler is None or gen.family == "dcgan":
+    if gen is None or sampler is None or gen.one_pass:
         return "Steps"
     lo, hi = step_range(gen, sampler, studio.limits)
     return f"Steps ({lo}-{hi} for {SAMPLER_LABELS[sampler]})"

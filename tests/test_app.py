@@ -113,7 +113,7 @@ def test_a_sampler_left_over_from_another_model_falls_back_to_the_default(client
 
 def test_compare_endpoint(client) -> None:
     gallery = client.predict(3, *MIX, api_name="/compare")
-    assert len(gallery) == 3 and all("NFE" in item["caption"] for item in gallery)
+    assert len(gallery) == 4 and all("NFE" in item["caption"] for item in gallery)  # one per family
 
 
 def start_app(*args: str, env: dict | None = None) -> subprocess.Popen:

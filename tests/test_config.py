@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan"])
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae"])
 def test_every_preset_resolves(preset: str, family: str) -> None:
     run = resolve(preset, family, {"data": {"path": "x"}})
     assert run.model.family == family
@@ -93,7 +93,7 @@ def test_cli_rejects_out_of_range_options(args: list[str], message: str) -> None
 
 
 def test_cli_rejects_unknown_family() -> None:
-    res = _train("--model", "vae", "--data", "x")
+    res = _train("--model", "gan2", "--data", "x")
     assert res.returncode == 2 and "invalid choice" in res.stderr
 
 

@@ -14,10 +14,10 @@ from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
 from facegen.diffusion.edm import edm_loss
 from facegen.diffusion.sde import dsm_loss, make_sde
 from facegen.nets import build_discriminator, build_sampling_net
+from facegen.objectives import random_blends, soft_cross_entropy
 from facegen.pipeline import FaceGenerator
 from facegen.runtime import generator
 from facegen.sampling import SAMPLERS, network_evaluations
-from facegen.training import random_blends, soft_cross_entropy
 from tests.conftest import REPO
 
 MIX = [0.5, 0.5, 0, 0, 0]
@@ -156,7 +156,7 @@ def test_dcgan_128_variant_shapes() -> None:
 @pytest.mark.parametrize(("family", "sampler"), [(f, s) for f, ss in SAMPLERS.items() for s in ss])
 def test_every_sampler_streams_finite_frames(tiny_checkpoints: dict[str, Path], family: str, sampler: str) -> None:
     gen = FaceGenerator.from_checkpoint(tiny_checkpoints[family], device="cpu", precision="fp32")
-    steps = 1 if family == "dcgan" else 6
+    steps = 1 if family in ("dcgan", "vae") else 6
     frames = list(gen.frames([3, 4], MIX, sampler=sampler, steps=steps, guidance=2.0))
     assert len(frames) == steps and [f.index for f in frames] == list(range(1, steps + 1))
     assert frames[-1].nfe == network_evaluations(sampler, steps, 1.0)
@@ -164,11 +164,11 @@ def test_every_sampler_streams_finite_frames(tiny_checkpoints: dict[str, Path], 
         assert f.x_t.shape == (2, 3, 16, 16) and torch.isfinite(f.x_t).all() and torch.isfinite(f.x0).all()
 
 
-@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan"])
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae"])
 def test_seed_gives_the_same_face_in_any_batch_streamed_or_not(tiny_checkpoints: dict[str, Path], family: str) -> None:
     gen = FaceGenerator.from_checkpoint(tiny_checkpoints[family], device="cpu")
-    sampler = {"ddpm": "ancestral", "sde": "euler_maruyama", "dcgan": None}[family]
-    kwargs = {"mix": MIX, "sampler": sampler, "steps": None if family == "dcgan" else 10, "guidance": 1.5}
+    sampler = {"ddpm": "ancestral", "sde": "euler_maruyama"}.get(family)
+    kwargs = {"mix": MIX, "sampler": sampler, "steps": 10 if sampler else None, "guidance": 1.5}
     alone = gen.generate([7], **kwargs)[0]
     in_batch = gen.generate([1, 7, 9], **kwargs)[1]
     streamed = list(gen.frames([9, 7], **kwargs))[-1].x_t[1:2]

@@ -99,7 +99,7 @@ def test_bad_requests_are_refused_clearly(studio: Studio, raw: dict, message: st
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"model": "vae"}, "unknown model 'vae'"),
+        ({"model": "nonexistent"}, "unknown model 'nonexistent'"),
         ({"sampler": "euler_maruyama"}, "no sampler 'euler_maruyama'"),
         ({"weights": (1, 0, 0)}, "3 weights but the model has 5 groups"),
     ],

@@ -29,7 +29,7 @@ def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subproce
     )
 
 
-@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan"])
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae"])
 def test_cli_smoke_run_writes_a_loadable_checkpoint(session_faces: Path, tmp_path: Path, family: str) -> None:
     out = tmp_path / "run"
     res = run_cli(
@@ -94,7 +94,7 @@ def test_cli_resume_needs_a_state(tmp_path: Path, session_faces: Path) -> None:
     assert res.returncode != 0 and "no state.pt" in res.stderr
 
 
-@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan"])
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae"])
 def test_resume_matches_an_uninterrupted_run(session_faces: Path, tmp_path: Path, family: str) -> None:
     full = train(
         tiny_run(family, session_faces, tmp_path / "full", max_steps=8, save_every=4, sample_every=100), progress=False
@@ -268,7 +268,7 @@ def test_the_mix_embedding_learns_at_its_own_rate(session_faces: Path, tmp_path:
     run = tiny_run("ddpm", session_faces, tmp_path / "r", max_steps=300, warmup_steps=0, cond_lr_mult=10.0)
     trainer = build_trainer(run, Dist())
     table = trainer.ema.mix_embedding.table
-    groups = trainer.opt.param_groups
+    groups = trainer.objective.optimisers["opt"].param_groups
     assert [len(g["params"]) for g in groups] == [len(list(trainer.net.parameters())) - 1, 1]
     assert groups[1]["params"][0] is trainer.net.mix_embedding.table and table is not groups[1]["params"][0]
     trainer.train_step()
@@ -279,9 +279,9 @@ def test_the_acgan_group_head_learns_at_its_own_rate(session_faces: Path, tmp_pa
     run = tiny_run("dcgan", session_faces, tmp_path / "r", max_steps=300, cond_lr_mult=10.0)
     dcgan = run.model.dcgan.model_copy(update={"d_conditioning": "acgan"})
     trainer = build_trainer(run.model_copy(update={"model": run.model.model_copy(update={"dcgan": dcgan})}), Dist())
-    assert trainer.opt_d is not None and trainer.disc is not None
-    groups = trainer.opt_d.param_groups
-    assert groups[1]["params"] == list(trainer.disc.group_head.parameters())
+    disc = trainer.objective.networks()["disc"]
+    groups = trainer.objective.optimisers["opt_d"].param_groups
+    assert groups[1]["params"] == list(disc.group_head.parameters())
     trainer.train_step()
     assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"]) and groups[0]["lr"] == run.train.lr
 

@@ -7,6 +7,7 @@ from torch import nn
 from facegen.config import ModelConfig
 from facegen.nets.dcgan import Discriminator, Generator
 from facegen.nets.unet import ConditionalUNet
+from facegen.nets.vae import Encoder, decoder
 
 
 def build_sampling_net(cfg: ModelConfig) -> nn.Module:
@@ -19,7 +20,20 @@ def build_sampling_net(cfg: ModelConfig) -> nn.Module:
             return ConditionalUNet(cfg.unet, cfg.image_size, k, "fourier", cfg.sde.fourier_scale)
         case "dcgan":
             return Generator(cfg.dcgan, cfg.image_size, k)
+        case "vae":
+            return decoder(cfg.vae, cfg.image_size, k)
     raise ValueError(f"unknown family {cfg.family!r}")
+
+
+def build_training_networks(cfg: ModelConfig) -> dict[str, nn.Module]:
+    """The networks a family trains beside the shipped one, never shipped: a GAN's discriminator, a VAE's
+    encoder (keys as in the training state)."""
+    match cfg.family:
+        case "dcgan":
+            return {"disc": build_discriminator(cfg)}
+        case "vae":
+            return {"encoder": Encoder(cfg.vae, cfg.image_size, len(cfg.groups))}
+    return {}
 
 
 def build_discriminator(cfg: ModelConfig) -> Discriminator:

@@ -32,6 +32,16 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def conv_trunk(in_channels: int, base: int, image_size: int) -> tuple[list[nn.Module], int]:
+    """The discriminator's body: (B, in_channels, H, W) -> (B, width, 4, 4) with stride-2 convolutions,
+    batch norm and LeakyReLU(0.2); returns the layers and the last width (8 x base at 64 px)."""
+    width = [base * 2 ** min(i, 3) for i in range(_levels(image_size))]  # e.g. 64,128,256,512
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, width[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+    for c_in, c_out in zip(width, width[1:], strict=False):
+        layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
+    return layers, width[-1]
+
+
 class Generator(nn.Module):
     """(B, latent_dim) z, (B, K) mix -> (B, 3, H, W) image in [-1, 1]."""
 
@@ -66,17 +76,12 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: DCGANConfig, image_size: int, num_groups: int) -> None:
         super().__init__()
-        n = _levels(image_size)
-        width = [cfg.d_channels * 2 ** min(i, 3) for i in range(n)]  # e.g. 64,128,256,512
         self.mode = cfg.d_conditioning
         planes = num_groups if self.mode == "concat" else 0
-        layers: list[nn.Module] = [nn.Conv2d(3 + planes, width[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
-        for c_in, c_out in zip(width, width[1:], strict=False):
-            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(width[-1], 1, 4, 1, 0, bias=False)]  # 1x1 logit
-        self.net = nn.Sequential(*layers)
-        self.embed = nn.Linear(num_groups, width[-1], bias=False) if self.mode == "projection" else None
-        self.group_head = nn.Linear(width[-1], num_groups) if self.mode == "acgan" else None
+        layers, width = conv_trunk(3 + planes, cfg.d_channels, image_size)
+        self.net = nn.Sequential(*layers, nn.Conv2d(width, 1, 4, 1, 0, bias=False))  # 1x1 logit
+        self.embed = nn.Linear(num_groups, width, bias=False) if self.mode == "projection" else None
+        self.group_head = nn.Linear(width, num_groups) if self.mode == "acgan" else None
         self.apply(init_weights)
 
     def forward(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,322 @@
+"""What each family adds to the one training loop (`facegen.training`): its objective.
+
+EDM's training loop never names a model family; it calls a loss object. Here the loop keeps data, EMA,
+precision, checkpoints, logging, resume and DDP, written once, and a family's objective owns the rest:
+the optimisers of its networks (and of any network that is never shipped, such as a GAN's
+discriminator), one optimisation step of the shipped network, and the held-out figures. A new family
+is a new objective and one line in `build_objective`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facegen.conditioning import condition_vector, drop_labels, null_condition
+from facegen.config import DCGANConfig, RunConfig
+from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
+from facegen.diffusion.edm import edm_loss
+from facegen.diffusion.sde import dsm_loss, make_sde
+from facegen.runtime import autocast
+
+NoiseSource = Callable[[], torch.Generator]
+
+
+class Objective(Protocol):
+    """One family's training: `step` updates the shipped network `net` (the loop then updates its EMA)."""
+
+    optimisers: dict[str, torch.optim.Optimizer]  # by their key in state.pt: "opt" drives the shipped net
+
+    def step(self, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator, step: int) -> dict[str, float]:
+        """Optimisation step `step` on (B, 3, H, W) faces in [-1, 1] with (B, K) one-hot mixes."""
+        ...
+
+    def held_out(self, ema: nn.Module, x: torch.Tensor, mix: torch.Tensor, noise: NoiseSource) -> dict[str, float]:
+        """Figures on one held-out batch; `noise()` gives the same fresh generator at every call."""
+        ...
+
+    def networks(self) -> dict[str, nn.Module]:
+        """Networks besides the shipped one, by their key in state.pt (never exported)."""
+        ...
+
+    def recipe(self) -> str: ...
+
+
+def bare(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+
+
+@dataclass
+class DiffusionObjective:
+    """DDPM (epsilon or v, `ddpm_loss`) or the score family (VP/VE DSM, `dsm_loss`; EDM, `edm_loss`), with
+    label dropout for classifier-free guidance, gradient clipping and an fp16 loss scaler."""
+
+    run: RunConfig
+    device: torch.device
+    net: nn.Module
+    optimisers: dict[str, torch.optim.Optimizer]
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def build(cls, run: RunConfig, net: nn.Module, device: torch.device) -> DiffusionObjective:
+        named = list(net.named_parameters())
+        table = [p for n, p in named if "mix_embedding." in n]
+        rest = [p for n, p in named if "mix_embedding." not in n]
+        groups = [{"params": rest}, {"params": table, "lr_mult": run.train.cond_lr_mult}]
+        opt = torch.optim.AdamW(groups, lr=run.train.lr, weight_decay=0.0)
+        scaler = torch.amp.GradScaler(device.type, enabled=run.train.precision == "fp16")
+        return cls(run, device, net, {"opt": opt}, scaler)
+
+    def __post_init__(self) -> None:
+        self.alpha_bar = alphas_cumprod(self.run.model.ddpm)
+        self.sde = make_sde(self.run.model.sde)
+
+    def loss(self, net: nn.Module, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        m = self.run.model
+        match m.family:
+            case "ddpm":
+                return ddpm_loss(net, m.ddpm, x0, cond, self.alpha_bar, gen)
+            case "sde" if m.sde.kind == "edm":
+                return edm_loss(net, m.sde, x0, cond, gen)
+            case "sde":
+                return dsm_loss(net, self.sde, x0, cond, gen)
+        raise ValueError(f"{m.family} is not a diffusion family")
+
+    def step(self, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator, step: int) -> dict[str, float]:
+        t, opt = self.run.train, self.optimisers["opt"]
+        cond = drop_labels(condition_vector(mix), t.cond_dropout, gen)
+        with autocast(self.device, t.precision):
+            loss = self.loss(self.net, x, cond, gen)
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+        return {"train_loss": loss.item()}
+
+    def held_out(self, ema: nn.Module, x: torch.Tensor, mix: torch.Tensor, noise: NoiseSource) -> dict[str, float]:
+        """test_loss: the loss of the EMA net with fixed noise. cond_signal: the mean |out_cond - out_null| of
+        the EMA net on the same noisy faces, i.e. how much its output depends on the mix; near 0 means the
+        condition is ignored, which shows within a few hundred steps."""
+        cond = condition_vector(mix)
+        null = null_condition(len(x), cond.shape[1] - 1, self.device)
+        with autocast(self.device, self.run.train.precision):
+            loss, out_cond = self._recorded(ema, x, cond, noise)
+            _, out_null = self._recorded(ema, x, null, noise)
+        return {"test_loss": loss, "cond_signal": (out_cond - out_null).abs().mean().item()}
+
+    def _recorded(
+        self, ema: nn.Module, x: torch.Tensor, cond: torch.Tensor, noise: NoiseSource
+    ) -> tuple[float, torch.Tensor]:
+        """The loss on one batch and the network's raw output inside it."""
+        seen: list[torch.Tensor] = []
+        handle = ema.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().float()))
+        try:
+            loss = self.loss(ema, x, cond, noise()).item()
+        finally:
+            handle.remove()
+        return loss, seen[-1]
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {}
+
+    def recipe(self) -> str:
+        m, t = self.run.model, self.run.train
+        loss = (
+            f"{m.ddpm.prediction}-prediction, {m.ddpm.loss_weight} weighting"
+            if m.family == "ddpm"
+            else ("EDM preconditioning and loss" if m.sde.kind == "edm" else f"{m.sde.kind.upper()} DSM")
+        )
+        return (
+            f"{loss}, EMA {t.ema_decay:g}, mix table N(0, {m.unet.mix_embed_std:g}^2) at lr x{t.cond_lr_mult:g}, "
+            f"{m.unet.attention_head_dim}-channel attention heads"
+        )
+
+
+@dataclass
+class GANObjective:
+    """Radford et al.: D maximises log D(x) + log(1 - D(G(z))); G maximises log D(G(z)) (BCE). With AC-GAN
+    conditioning D also learns the groups of real faces, and G pays acgan_weight x the cross-entropy of
+    D's group head on its fakes against the mix it was asked for."""
+
+    run: RunConfig
+    device: torch.device
+    net: nn.Module
+    disc: nn.Module
+    optimisers: dict[str, torch.optim.Optimizer]
+
+    @classmethod
+    def build(cls, run: RunConfig, net: nn.Module, disc: nn.Module, device: torch.device) -> GANObjective:
+        t = run.train
+        head = [p for n, p in disc.named_parameters() if "group_head." in n]
+        trunk = [p for n, p in disc.named_parameters() if "group_head." not in n]
+        d_groups = [{"params": trunk}] + ([{"params": head, "lr_mult": t.cond_lr_mult}] if head else [])
+        opt_d = torch.optim.Adam(d_groups, lr=t.lr, betas=(0.5, 0.999))
+        opt = torch.optim.Adam(net.parameters(), lr=t.lr, betas=(0.5, 0.999))
+        return cls(run, device, net, disc, {"opt": opt, "opt_d": opt_d})
+
+    def step(self, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator, step: int) -> dict[str, float]:
+        prec, b, cfg = self.run.train.precision, x.shape[0], self.run.model.dcgan
+        opt, opt_d = self.optimisers["opt"], self.optimisers["opt_d"]
+        z = torch.randn(b, cfg.latent_dim, generator=gen).to(self.device)
+        ones, zeros = torch.ones(b, device=self.device), torch.zeros(b, device=self.device)
+        logs: dict[str, float] = {}
+        fake_mix = random_blends(mix, cfg.acgan_blends, gen) if cfg.d_conditioning == "acgan" else mix
+        with autocast(self.device, prec):
+            fake = self.net(z, fake_mix)
+            d_real, groups_real = bare(self.disc).score(x, mix)
+            d_fake = self.disc(fake.detach(), fake_mix).float()
+            d_loss = F.binary_cross_entropy_with_logits(d_real.float(), ones) + F.binary_cross_entropy_with_logits(
+                d_fake, zeros
+            )
+            if groups_real is not None:
+                d_groups = soft_cross_entropy(groups_real.float(), mix)
+                d_loss = d_loss + d_groups
+                logs["d_group_loss"] = d_groups.item()
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        with autocast(self.device, prec):
+            g_logit, g_groups = bare(self.disc).score(fake, fake_mix)
+            g_loss = F.binary_cross_entropy_with_logits(g_logit.float(), ones)
+            if g_groups is not None:
+                g_group_loss = soft_cross_entropy(g_groups.float(), fake_mix)
+                g_loss = g_loss + cfg.acgan_weight * g_group_loss
+                logs["g_group_loss"] = g_group_loss.item()
+        opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt.step()
+        return {"train_loss": g_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item()} | logs
+
+    def held_out(self, ema: nn.Module, x: torch.Tensor, mix: torch.Tensor, noise: NoiseSource) -> dict[str, float]:
+        """test_loss: the discriminator's BCE on held-out real faces (rises when D memorises)."""
+        self.disc.eval()
+        with autocast(self.device, self.run.train.precision):
+            logits = self.disc(x, mix).float()
+        self.disc.train()
+        return {"test_loss": F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).item()}
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"disc": self.disc}
+
+    def recipe(self) -> str:
+        return _d_recipe(self.run.model.dcgan, self.run.train.cond_lr_mult)
+
+
+def _d_recipe(cfg: DCGANConfig, lr_mult: float) -> str:
+    weight = (
+        f" (weight {cfg.acgan_weight:g}, blends {cfg.acgan_blends:g}, head lr x{lr_mult:g})"
+        if cfg.d_conditioning == "acgan"
+        else ""
+    )
+    return f"D conditioning {cfg.d_conditioning}{weight}"
+
+
+@dataclass
+class VAEObjective:
+    """The negative ELBO of the conditional VAE (Kingma & Welling 2014, eq. 10; Sohn et al. 2015):
+    -log p(x | z, mix) for a Gaussian decoder of fixed std, plus beta_t KL(q(z | x, mix) || N(0, I)) in
+    closed form, with z drawn by the reparameterisation trick; beta_t warms up linearly to beta."""
+
+    run: RunConfig
+    device: torch.device
+    net: nn.Module
+    encoder: nn.Module
+    optimisers: dict[str, torch.optim.Optimizer]
+
+    @classmethod
+    def build(cls, run: RunConfig, net: nn.Module, encoder: nn.Module, device: torch.device) -> VAEObjective:
+        opt = torch.optim.Adam([*net.parameters(), *encoder.parameters()], lr=run.train.lr)
+        return cls(run, device, net, encoder, {"opt": opt})
+
+    def beta(self, step: int) -> float:
+        cfg = self.run.model.vae
+        return cfg.beta * min(1.0, (step + 1) / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else cfg.beta
+
+    def terms(
+        self, decoder: nn.Module, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) reconstruction -log p(x | z) (up to a constant) and (B,) KL, in nats per face."""
+        std = self.run.model.vae.recon_std
+        with autocast(self.device, self.run.train.precision):
+            mean, log_var = self.encoder(x, mix)
+            mean, log_var = mean.float(), log_var.float()
+            z = mean + (0.5 * log_var).exp() * torch.randn(mean.shape, generator=gen).to(mean)
+            recon = decoder(z, mix).float()
+        nll = ((recon - x.float()) ** 2).sum(dim=(1, 2, 3)) / (2 * std**2)
+        kl = 0.5 * (mean**2 + log_var.exp() - 1 - log_var).sum(dim=1)
+        return nll, kl
+
+    def step(self, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator, step: int) -> dict[str, float]:
+        nll, kl = self.terms(self.net, x, mix, gen)
+        beta = self.beta(step)
+        loss = (nll + beta * kl).mean()
+        opt = self.optimisers["opt"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.run.train.grad_clip)
+        opt.step()
+        return {"train_loss": loss.item(), "recon_nll": nll.mean().item(), "kl": kl.mean().item(), "beta": beta}
+
+    def held_out(self, ema: nn.Module, x: torch.Tensor, mix: torch.Tensor, noise: NoiseSource) -> dict[str, float]:
+        """test_loss: the negative ELBO at the full beta, through the EMA decoder, with fixed noise."""
+        self.encoder.eval()
+        try:
+            nll, kl = self.terms(ema, x, mix, noise())
+        finally:
+            self.encoder.train()
+        beta = self.run.model.vae.beta
+        return {
+            "test_loss": (nll + beta * kl).mean().item(),
+            "test_recon_nll": nll.mean().item(),
+            "test_kl": kl.mean().item(),
+        }
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder}
+
+    def recipe(self) -> str:
+        cfg = self.run.model.vae
+        return (
+            f"beta {cfg.beta:g} (KL warm-up {cfg.kl_warmup_steps} steps), decoder std {cfg.recon_std:g}, "
+            f"latent {cfg.latent_dim}, EMA {self.run.train.ema_decay:g}"
+        )
+
+
+def build_objective(run: RunConfig, net: nn.Module, device: torch.device, extra: dict[str, Any]) -> Objective:
+    """The family's objective over `net`; `extra` holds the networks built beside it
+    (`nets.build_training_networks`: a GAN's "disc", a VAE's "encoder")."""
+    match run.model.family:
+        case "ddpm" | "sde":
+            return DiffusionObjective.build(run, net, device)
+        case "dcgan":
+            return GANObjective.build(run, net, extra["disc"], device)
+        case "vae":
+            return VAEObjective.build(run, net, extra["encoder"], device)
+    raise ValueError(f"unknown family {run.model.family!r}")
+
+
+def random_blends(mix: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """Replace about `share` of the (one-hot) mixes by a blend of their group and a random other one,
+    with the first group's weight ~ U(0, 1)."""
+    b, k = mix.shape
+    if k < 2:  # unlabelled data (one group): nothing to blend
+        return mix
+    picked = torch.rand(b, generator=gen) < share
+    own = mix.argmax(1).cpu()
+    other = (own + torch.randint(1, k, (b,), generator=gen)) % k
+    w = torch.rand(b, 1, generator=gen)
+    eye = torch.eye(k)
+    blends = (w * eye[own] + (1 - w) * eye[other]).to(mix.device, mix.dtype)
+    return torch.where(picked.to(mix.device)[:, None], blends, mix)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against a distribution over groups (a mix), mean over the batch."""
+    return -(target.to(logits.dtype) * F.log_softmax(logits, dim=1)).sum(1).mean()

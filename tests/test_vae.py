@@ -1,0 +1,84 @@
+"""The conditional VAE: its KL term against torch.distributions, the ELBO falling on a fixed batch, the
+reparameterisation carrying gradient into the encoder, the KL warm-up, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facegen.checkpoints import CheckpointError
+from facegen.config import resolve
+from facegen.nets import build_sampling_net, build_training_networks
+from facegen.objectives import VAEObjective
+from facegen.pipeline import FaceGenerator
+
+
+def objective(**vae: object) -> VAEObjective:
+    torch.manual_seed(0)
+    run = resolve("tiny", "vae", {"data": {"path": "x"}, "train": {"precision": "fp32"}, "model": {"vae": vae}})
+    decoder = build_sampling_net(run.model)
+    return VAEObjective.build(run, decoder, build_training_networks(run.model)["encoder"], torch.device("cpu"))
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(8, 3, 16, 16, generator=g) * 2 - 1, F.one_hot(torch.arange(8) % 5, 5).float()
+
+
+def test_the_kl_term_is_the_closed_form_of_torch_distributions() -> None:
+    obj = objective()
+    x, mix = batch()
+    mean, log_var = obj.encoder(x, mix)
+    _, kl = obj.terms(obj.net, x, mix, torch.Generator().manual_seed(1))
+    q = torch.distributions.Normal(mean, (0.5 * log_var).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+    torch.testing.assert_close(kl, torch.distributions.kl_divergence(q, p).sum(1), rtol=1e-4, atol=1e-4)
+
+
+def test_the_elbo_falls_on_a_fixed_batch_and_trains_the_encoder_through_z() -> None:
+    obj = objective(kl_warmup_steps=0)
+    x, mix = batch()
+    before = [p.detach().clone() for p in obj.encoder.parameters()]
+    first = obj.step(x, mix, torch.Generator().manual_seed(1), 0)["train_loss"]
+    for step in range(1, 40):
+        last = obj.step(x, mix, torch.Generator().manual_seed(1), step)["train_loss"]
+    assert last < 0.9 * first
+    assert any(not torch.equal(a, b) for a, b in zip(before, obj.encoder.parameters(), strict=True))
+
+
+def test_the_kl_weight_warms_up_to_beta() -> None:
+    obj = objective(beta=2.0, kl_warmup_steps=10)
+    assert [obj.beta(s) for s in (0, 4, 9, 50)] == pytest.approx([0.2, 1.0, 2.0, 2.0])
+    assert objective(beta=2.0, kl_warmup_steps=0).beta(0) == 2.0
+
+
+@pytest.mark.parametrize(("field", "value"), [("beta", 0.0), ("beta", 101.0), ("latent_dim", 1), ("latent_dim", 4096)])
+def test_out_of_range_vae_settings_are_named(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"vae.{field}"):
+        resolve("tiny", "vae", {"data": {"path": "x"}, "model": {"vae": {field: value}}})
+
+
+def test_a_vae_checkpoint_is_not_taken_for_a_gan_and_a_mismatched_one_is_refused(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(CheckpointError, match="vae"):
+        FaceGenerator.from_checkpoint(tiny_checkpoints["vae"], family="dcgan")
+    folder = Path(shutil.copytree(tiny_checkpoints["vae"], tmp_path / "vae"))
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model"]["vae"]["latent_dim"] = 32
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError):
+        FaceGenerator.from_checkpoint(folder)
+
+
+def test_prior_samples_follow_the_seed_and_the_mix(tiny_checkpoints: dict[str, Path]) -> None:
+    gen = FaceGenerator.from_checkpoint(tiny_checkpoints["vae"], device="cpu")
+    assert gen.one_pass and gen.samplers == ("single",)
+    a, b = gen.generate([3, 4], [1, 0, 0, 0, 0])
+    assert a.tobytes() == gen.generate([3], [1, 0, 0, 0, 0])[0].tobytes() and a.tobytes() != b.tobytes()
+    assert a.tobytes() != gen.generate([3], [0, 1, 0, 0, 0])[0].tobytes()
