@@ -194,6 +194,11 @@ def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[tuple[str
     return list(dict.fromkeys(out)) or [default]
 
 
+def _has_nfe_curve(results: list[dict]) -> bool:
+    models = [r["model"] for r in results]
+    return len(set(models)) < len(models)
+
+
 def nfe_plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -416,7 +421,9 @@ def markdown(report: dict) -> str:
     carried = sorted({r["carried_from"] for r in report["results"] if "carried_from" in r})
     if carried:
         lines += ["", "† not re-measured by this run: carried from " + "; ".join(f"`{c}`" for c in carried)]
-    lines += ["", "![quality vs NFE](quality_vs_nfe.png)", ""]
+    if _has_nfe_curve(report["results"]):
+        lines += ["", "![quality vs NFE](quality_vs_nfe.png)"]
+    lines.append("")
     lines += [f"![{r['model']} {r['sampler']}]({r['sample_grid']})" for r in report["results"]]
     return "\n".join(lines) + "\n"
 
@@ -516,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m facegen.evaluate", *(argv or sys.argv[1:])]),
     }
     (a.out / "report.json").write_text(json.dumps(report, indent=2))
-    nfe_plot(results, a.out / "quality_vs_nfe.png")
+    if _has_nfe_curve(results):  # a model at two or more settings
+        nfe_plot(results, a.out / "quality_vs_nfe.png")
     if curves := training_curves(results):
         steps_plot(curves, real, a.out / "quality_vs_steps.png")
     (a.out / "report.md").write_text(markdown(report))

@@ -137,7 +137,8 @@ def test_evaluate_end_to_end(tiny_checkpoints: dict[str, Path], classifier: Path
     assert r["faces"] == 4 * 6 and set(r["pure_mix_accuracy"]) == set(report["groups"])
     assert list(r["blend_shares"]) == ["White+Black"] and 0 <= r["face_detection_rate"] <= 1
     assert (out / "quality_vs_nfe.png").stat().st_size > 1000 and (out / r["sample_grid"]).is_file()
-    assert "real (ceiling)" in (out / "report.md").read_text()
+    assert "real (ceiling)" in (out / "report.md").read_text() and "Quality bars" in (out / "report.md").read_text()
+    assert 0 <= r["two_sample"] <= 1 and 0 <= report["real"]["two_sample"] <= 1
 
     # Another seed range draws other faces from the same model (to re-check a model chosen on the first).
     dcgan = ["--checkpoints", str(tiny_checkpoints["dcgan"]), "--classifier", str(classifier), "--reference", str(ref)]
