@@ -5,12 +5,14 @@
 # (docs/eval/trend: DDPM DPM-Solver++ 20, score-SDE Euler-Maruyama 50, guidance 1, 10 faces per mix, seeds
 # 10000+), so the two recipes compare at equal images seen; N faces per mix; earlier rows are kept, so
 # snapshots can be deleted and the curve survives. Writes report.md and quality_vs_steps.png (x: CPU-hours).
+# Run it after any change of the defaults on a fresh report: the rows of a snapshot are not re-measured.
 source "$(dirname "$0")/common.sh"
 N=${N:-10}
 out=docs/eval/diffusion-trend
 mkdir -p runs
 todo=()
-for s in runs/snapshots/ddpm-[0-9]* runs/snapshots/sde-[0-9]*; do
+# SNAPSHOTS="runs/snapshots/ddpm-001000 ..." evaluates only those (e.g. every other one when time is short).
+for s in ${SNAPSHOTS:-runs/snapshots/ddpm-[0-9]* runs/snapshots/sde-[0-9]*}; do
   [ -d "$s" ] || continue
   if [ -f "$out/report.json" ] && grep -q "\"model\": \"$(basename "$s")\"" "$out/report.json"; then continue; fi
   todo+=("$s")
