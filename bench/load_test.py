@@ -116,9 +116,9 @@ def cross_talk(results: list[dict], gen: FaceGenerator, k: int) -> int:
     for r in results:
         if not r["ok"]:
             continue
-        model, sampler, steps, seed = r["args"][:4]
+        model, sampler, steps, seed, _, guidance = r["args"][:6]
         mix = r["args"][7 : 7 + k]
-        alone = gen.generate([seed], mix, None if gen.family == "dcgan" else sampler, steps)[0]
+        alone = gen.generate([seed], mix, None if gen.one_pass else sampler, steps, guidance)[0]
         bad += Image.open(r["png"]).convert("RGB").tobytes() != alone.tobytes()
     return bad
 

@@ -42,11 +42,12 @@ fi
 if [[ " $MODELS " == *" ddpm "* || " $MODELS " == *" sde "* ]]; then
   N=$N_TREND bash scripts/diffusion_trend.sh
 fi
-# The README's loss curves and the latest training sample grid of each run.
+# The README's loss curves, and the DCGAN's latest training grid (the diffusion models are shown by
+# their evaluation grids in docs/eval).
 for model in $MODELS; do
   cp "runs/$model/loss.png" "docs/loss-$model.png"
   latest=$(ls "runs/$model"/samples-*.png 2>/dev/null | tail -1 || true)
-  if [ -n "$latest" ]; then
+  if [ "$model" = dcgan ] && [ -n "$latest" ]; then
     rm -f docs/train-samples-"$model"-*.png
     cp "$latest" "docs/train-samples-$model-$(basename "$latest" .png | sed 's/samples-0*//').png"
   fi
