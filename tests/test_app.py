@@ -66,7 +66,9 @@ def test_streamed_face_matches_the_api(client, tiny_checkpoints: dict[str, Path]
     final = job.result()
     files = final[2]
     path = files[0] if isinstance(files[0], str) else files[0]["path"]
-    direct = FaceGenerator.from_checkpoint(tiny_checkpoints["ddpm"], device="cpu").generate([9], MIX[:5], "ddim", 6)
+    direct = FaceGenerator.from_checkpoint(tiny_checkpoints["ddpm"], device="cpu").generate(
+        [9], MIX[:5], "ddim", 6, 1.0
+    )
     assert Image.open(path).convert("RGB").tobytes() == direct[0].tobytes()
 
 
