@@ -366,7 +366,7 @@ def _bars_table(report: dict) -> list[str]:
     return lines
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict, nfe_plot: bool = True) -> str:
     real = report["real"]
     lines = [
         "# facegen evaluation",
@@ -421,7 +421,7 @@ def markdown(report: dict) -> str:
     carried = sorted({r["carried_from"] for r in report["results"] if "carried_from" in r})
     if carried:
         lines += ["", "† not re-measured by this run: carried from " + "; ".join(f"`{c}`" for c in carried)]
-    if _has_nfe_curve(report["results"]):
+    if nfe_plot and _has_nfe_curve(report["results"]):
         lines += ["", "![quality vs NFE](quality_vs_nfe.png)"]
     lines.append("")
     lines += [f"![{r['model']} {r['sampler']}]({r['sample_grid']})" for r in report["results"]]
@@ -447,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default="runs/cache")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("eval"))
+    p.add_argument(
+        "--nfe-plot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="quality against network evaluations, when a model is measured at several settings",
+    )
     p.add_argument(
         "--grids", type=Path, help="where the sample grids go (default --out; e.g. runs/ for grids no page shows)"
     )
@@ -523,12 +529,13 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m facegen.evaluate", *(argv or sys.argv[1:])]),
     }
     (a.out / "report.json").write_text(json.dumps(report, indent=2))
-    if _has_nfe_curve(results):  # a model at two or more settings
+    if a.nfe_plot and _has_nfe_curve(results):  # a model at two or more settings
         nfe_plot(results, a.out / "quality_vs_nfe.png")
     if curves := training_curves(results):
         steps_plot(curves, real, a.out / "quality_vs_steps.png")
-    (a.out / "report.md").write_text(markdown(report))
-    print(markdown(report))
+    text = markdown(report, a.nfe_plot)
+    (a.out / "report.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -171,14 +171,15 @@ def _guided(
 def ddpm_eps_fn(
     net: nn.Module,
     cfg: ModelConfig,
+    alpha_bar: torch.Tensor,
     cond: torch.Tensor,
     scale: float,
     device: torch.device,
     precision: Precision,
     batching: Batching = "joint",
 ) -> NetFn:
-    """DDPM: the U-Net output (epsilon or v) as epsilon; t is the integer timestep."""
-    alpha_bar = ddpm.alphas_cumprod(cfg.ddpm).to(device)
+    """DDPM: the U-Net output (epsilon or v) as epsilon; t is the integer timestep into alpha_bar."""
+    alpha_bar = alpha_bar.to(device)
     out_fn = _guided(net, lambda t: t, cond, scale, device, precision, batching)
     return lambda x, t: ddpm.eps_from_output(cfg.ddpm.prediction, x, out_fn(x, t), alpha_bar[t.long()])
 
@@ -234,8 +235,8 @@ def sde_score_fn(
         denoise_fn = sde_denoise_fn(net, cfg, cond, scale, device, precision, batching)
 
         def edm_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            sigma = sde.std(t).reshape(-1, 1, 1, 1)
-            return (denoise_fn(x, sde.std(t)) - x) / sigma**2
+            sigma = sde.std(t)
+            return (denoise_fn(x, sigma) - x) / sigma.reshape(-1, 1, 1, 1) ** 2
 
         return edm_score
     score_fn = _guided(net, sde.std, cond, scale, device, precision, batching)
@@ -266,10 +267,11 @@ def stream(
             return
         cond = condition_vector(mix)
         if cfg.family == "ddpm":
-            eps_fn = ddpm_eps_fn(net, cfg, cond, req.guidance, device, precision, batching)
+            alpha_bar = ddpm.alphas_cumprod(cfg.ddpm)
+            eps_fn = ddpm_eps_fn(net, cfg, alpha_bar, cond, req.guidance, device, precision, batching)
             scheduler = ddpm.sampling_scheduler(cfg.ddpm, req.sampler)  # type: ignore[arg-type]
             x_T = randn_per_image(gens, (3, size, size), device)
-            yield from samplers.ddpm_sample(eps_fn, scheduler, ddpm.alphas_cumprod(cfg.ddpm), x_T, gens, req.steps)
+            yield from samplers.ddpm_sample(eps_fn, scheduler, alpha_bar, x_T, gens, req.steps)
             return
         sde = make_sde(cfg.sde)
         x_T = randn_per_image(gens, (3, size, size), device) * sde.prior_std()

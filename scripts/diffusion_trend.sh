@@ -21,7 +21,5 @@ done
 keep=()
 if [ -f "$out/report.json" ]; then cp "$out/report.json" runs/diffusion-trend-before.json && keep=(--keep-earlier runs/diffusion-trend-before.json); fi
 "$PY" -m facegen.evaluate --checkpoints "${todo[@]}" "${keep[@]}" --classifier checkpoints/classifier \
-  --reference "$DATA" --n "$N" --blends 2 --settings ddpm=default ddpm=dpmpp:20 sde=default sde=euler_maruyama:50 --out "$out" \
+  --reference "$DATA" --n "$N" --blends 2 --no-nfe-plot --settings ddpm=default ddpm=dpmpp:20 sde=default sde=euler_maruyama:50 --out "$out" \
   --grids runs/eval-grids/diffusion-trend
-# Two fixed settings per snapshot are no NFE curve; the README shows the CPU-hours plot.
-rm -f "$out/quality_vs_nfe.png" && sed -i '/quality_vs_nfe.png/d' "$out/report.md"
