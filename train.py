@@ -1,4 +1,4 @@
-"""Train a facegen model: `python train.py --model {ddpm,sde,dcgan,vae} --data PATH`.
+"""Train a facegen model: `python train.py --model {ddpm,sde,dcgan,vae,vaegan} --data PATH`.
 
 Options resolve in order: preset, family defaults, `--config file.json`, then explicit flags.
 `--dry-run` prints the resolved config and exits. Runs unchanged under `torchrun --nproc_per_node N`.
@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, help="VAE: weight of the KL term (default 1)")
     p.add_argument("--latent-dim", type=int, help="VAE: size of z (default 128)")
     p.add_argument("--kl-warmup", type=int, help="VAE: steps over which the KL weight rises to --beta (default 2000)")
+    p.add_argument(
+        "--gamma", type=float, help="VAE-GAN: weight of the feature reconstruction in the decoder's loss (default 1)"
+    )
     p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.add_argument(
@@ -98,7 +101,12 @@ def flag_overrides(a: argparse.Namespace) -> dict[str, Any]:
         tree["model"]["dcgan"] = dcgan
     vae = {
         k: v
-        for k, v in (("beta", a.beta), ("latent_dim", a.latent_dim), ("kl_warmup_steps", a.kl_warmup))
+        for k, v in (
+            ("beta", a.beta),
+            ("latent_dim", a.latent_dim),
+            ("kl_warmup_steps", a.kl_warmup),
+            ("gamma", a.gamma),
+        )
         if v is not None
     }
     if vae:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Family = Literal["ddpm", "sde", "dcgan", "vae"]
+Family = Literal["ddpm", "sde", "dcgan", "vae", "vaegan"]
 DIFFUSION_FAMILIES: tuple[str, ...] = ("ddpm", "sde")  # the others draw a face in one network pass
 LabelFormat = Literal["utkface", "folders", "celeba", "none"]
 # "auto": bf16 where the hardware runs it natively, else fp32 on the CPU (runtime.resolve_precision).
@@ -144,6 +144,9 @@ class VAEConfig(Frozen):
     beta: float = Field(1.0, gt=0.0, le=100.0)
     kl_warmup_steps: int = Field(2000, ge=0, le=1_000_000)
     recon_std: float = Field(0.1, gt=0.0, le=10.0)
+    # VAE-GAN only (Larsen et al. 2016): the decoder's loss is gamma x the reconstruction error in the
+    # discriminator's features plus the GAN loss; gamma trades faithful reconstructions for realism.
+    gamma: float = Field(1.0, ge=0.0, le=1000.0)
 
 
 class ModelConfig(Frozen):
@@ -322,6 +325,8 @@ def family_defaults(family: Family) -> dict[str, Any]:
                 "channels_last": True,
             }
         }
+    if family == "vaegan":  # trained as a GAN: the DCGAN's settings (Adam 2e-4, beta1 0.5, batch 64)
+        return family_defaults("dcgan")
     if family == "vae":  # Adam as in Kingma & Welling; no guidance, so no label dropout
         return {
             "train": {
@@ -343,7 +348,7 @@ def resolve(preset: str, family: Family, *layers: dict[str, Any]) -> RunConfig:
     tree: dict[str, Any] = {"model": {"family": family}, "data": {}, "train": {}}
     tree = merge(tree, PRESETS[preset])
     tree = merge(tree, family_defaults(family))
-    if preset == "tiny" and family in ("dcgan", "vae"):
+    if preset == "tiny" and family in ("dcgan", "vae", "vaegan"):
         tree = merge(tree, {"train": {"batch_size": 8}})
     for layer in layers:
         tree = merge(tree, layer)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegen.conditioning import condition_vector, drop_labels, null_condition
-from facegen.config import DCGANConfig, RunConfig
+from facegen.config import DCGANConfig, RunConfig, VAEConfig
 from facegen.diffusion.ddpm import alphas_cumprod, ddpm_loss
 from facegen.diffusion.edm import edm_loss
 from facegen.diffusion.sde import dsm_loss, make_sde
@@ -236,8 +236,7 @@ class VAEObjective:
         return cls(run, device, net, encoder, {"opt": opt})
 
     def beta(self, step: int) -> float:
-        cfg = self.run.model.vae
-        return cfg.beta * min(1.0, (step + 1) / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else cfg.beta
+        return kl_weight(self.run.model.vae, step)
 
     def terms(
         self, decoder: nn.Module, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator
@@ -245,12 +244,9 @@ class VAEObjective:
         """(B,) reconstruction -log p(x | z) (up to a constant) and (B,) KL, in nats per face."""
         std = self.run.model.vae.recon_std
         with autocast(self.device, self.run.train.precision):
-            mean, log_var = self.encoder(x, mix)
-            mean, log_var = mean.float(), log_var.float()
-            z = mean + (0.5 * log_var).exp() * torch.randn(mean.shape, generator=gen).to(mean)
+            z, kl = encode(self.encoder, x, mix, gen)
             recon = decoder(z, mix).float()
         nll = ((recon - x.float()) ** 2).sum(dim=(1, 2, 3)) / (2 * std**2)
-        kl = 0.5 * (mean**2 + log_var.exp() - 1 - log_var).sum(dim=1)
         return nll, kl
 
     def step(self, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator, step: int) -> dict[str, float]:
@@ -289,9 +285,134 @@ class VAEObjective:
         )
 
 
+@dataclass
+class VAEGANObjective:
+    """The VAE-GAN of Larsen et al. 2016 (algorithm 1): the VAE's decoder is also the GAN's generator.
+
+    D (the DCGAN discriminator, with its conditioning) learns to tell real faces from reconstructions
+    and prior samples. The pixel likelihood of the VAE is replaced by a Gaussian likelihood of D's
+    features (`Discriminator.features`), so reconstructions are judged as D sees them. Each network
+    minimises its own loss: the encoder beta_t KL + feature error, the decoder gamma x feature error +
+    the GAN loss on reconstructions and prior samples (the encoder gets no GAN gradient), D the GAN loss.
+    """
+
+    run: RunConfig
+    device: torch.device
+    net: nn.Module
+    encoder: nn.Module
+    disc: nn.Module
+    optimisers: dict[str, torch.optim.Optimizer]
+
+    @classmethod
+    def build(
+        cls, run: RunConfig, net: nn.Module, encoder: nn.Module, disc: nn.Module, device: torch.device
+    ) -> VAEGANObjective:
+        gan = GANObjective.build(run, net, disc, device)
+        opt_enc = torch.optim.Adam(encoder.parameters(), lr=run.train.lr, betas=(0.5, 0.999))
+        return cls(run, device, net, encoder, disc, gan.optimisers | {"opt_enc": opt_enc})
+
+    def step(self, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator, step: int) -> dict[str, float]:
+        prec, b, m = self.run.train.precision, x.shape[0], self.run.model
+        disc = bare(self.disc)
+        z_prior = torch.randn(b, m.vae.latent_dim, generator=gen).to(self.device)
+        prior_mix = random_blends(mix, m.dcgan.acgan_blends, gen) if m.dcgan.d_conditioning == "acgan" else mix
+        fake_mix = torch.cat([mix, prior_mix])
+        logs: dict[str, float] = {}
+        # One pass of each wrapped network per step (DDP): the decoder draws reconstructions and prior
+        # samples in one batch, and D judges both fakes in one batch.
+        with autocast(self.device, prec):
+            z, kl = encode(self.encoder, x, mix, gen)
+            fakes = self.net(torch.cat([z, z_prior]), fake_mix)
+            d_real, groups_real = disc.score(x, mix)
+            d_fake = self.disc(fakes.detach(), fake_mix).float()
+            d_loss = _bce(d_real, 1.0) + 2 * _bce(d_fake, 0.0)
+            if groups_real is not None:
+                logs["d_group_loss"] = (d_groups := soft_cross_entropy(groups_real.float(), mix)).item()
+                d_loss = d_loss + d_groups
+        opt_d = self.optimisers["opt_d"]
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        with autocast(self.device, prec):
+            with torch.no_grad():
+                real_features = disc.features(x, mix).float()
+            recon_features = disc.features(fakes[:b], mix).float()
+            feature_err = 0.5 * ((recon_features - real_features) ** 2).flatten(1).sum(1)
+            g_logit, g_groups = disc.score(fakes, fake_mix)
+            gan = 2 * _bce(g_logit, 1.0)
+            if g_groups is not None:
+                logs["g_group_loss"] = (g_group_loss := soft_cross_entropy(g_groups[b:].float(), prior_mix)).item()
+                gan = gan + m.dcgan.acgan_weight * g_group_loss
+        beta = kl_weight(m.vae, step)
+        enc_loss = (beta * kl + feature_err).mean()
+        dec_loss = m.vae.gamma * feature_err.mean() + gan
+        _minimise(self.optimisers["opt_enc"], enc_loss, retain_graph=True)
+        _minimise(self.optimisers["opt"], dec_loss)
+        return {
+            "train_loss": dec_loss.item(),
+            "d_loss": d_loss.item(),
+            "g_loss": gan.item(),
+            "feature_err": feature_err.mean().item(),
+            "kl": kl.mean().item(),
+            "beta": beta,
+        } | logs
+
+    def held_out(self, ema: nn.Module, x: torch.Tensor, mix: torch.Tensor, noise: NoiseSource) -> dict[str, float]:
+        """test_loss: the pixel MSE of held-out faces reconstructed through the EMA decoder (a figure that
+        does not move with D's features, unlike the training loss); test_kl: their KL in nats."""
+        self.encoder.eval()
+        try:
+            with autocast(self.device, self.run.train.precision):
+                z, kl = encode(self.encoder, x, mix, noise())
+                recon = ema(z, mix).float()
+        finally:
+            self.encoder.train()
+        return {"test_loss": ((recon - x.float()) ** 2).mean().item(), "test_kl": kl.mean().item()}
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "disc": self.disc}
+
+    def recipe(self) -> str:
+        cfg = self.run.model.vae
+        return (
+            f"beta {cfg.beta:g} (KL warm-up {cfg.kl_warmup_steps} steps), gamma {cfg.gamma:g}, "
+            f"latent {cfg.latent_dim}, {_d_recipe(self.run.model.dcgan, self.run.train.cond_lr_mult)}"
+        )
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """Binary cross-entropy of (B,) logits against one label, mean over the batch."""
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def _minimise(opt: torch.optim.Optimizer, loss: torch.Tensor, retain_graph: bool = False) -> None:
+    """One step of `opt` on the gradient of `loss` with respect to its own parameters only (a backward
+    pass with `inputs`, so DDP still averages the gradients across processes)."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    opt.zero_grad(set_to_none=True)
+    loss.backward(inputs=params, retain_graph=retain_graph)
+    opt.step()
+
+
+def encode(
+    encoder: nn.Module, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """z ~ q(z | x, mix) by the reparameterisation trick, and the (B,) KL(q || N(0, I)) in closed form, nats."""
+    mean, log_var = encoder(x, mix)
+    mean, log_var = mean.float(), log_var.float()
+    z = mean + (0.5 * log_var).exp() * torch.randn(mean.shape, generator=gen).to(mean)
+    return z, 0.5 * (mean**2 + log_var.exp() - 1 - log_var).sum(dim=1)
+
+
+def kl_weight(cfg: VAEConfig, step: int) -> float:
+    """beta, warmed up linearly from 0 over kl_warmup_steps (Bowman et al. 2016)."""
+    return cfg.beta * min(1.0, (step + 1) / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else cfg.beta
+
+
 def build_objective(run: RunConfig, net: nn.Module, device: torch.device, extra: dict[str, Any]) -> Objective:
     """The family's objective over `net`; `extra` holds the networks built beside it
-    (`nets.build_training_networks`: a GAN's "disc", a VAE's "encoder")."""
+    (`nets.build_training_networks`: a GAN's "disc", a VAE's "encoder", a VAE-GAN's both)."""
     match run.model.family:
         case "ddpm" | "sde":
             return DiffusionObjective.build(run, net, device)
@@ -299,6 +420,8 @@ def build_objective(run: RunConfig, net: nn.Module, device: torch.device, extra:
             return GANObjective.build(run, net, extra["disc"], device)
         case "vae":
             return VAEObjective.build(run, net, extra["encoder"], device)
+        case "vaegan":
+            return VAEGANObjective.build(run, net, extra["encoder"], extra["disc"], device)
     raise ValueError(f"unknown family {run.model.family!r}")
 
 

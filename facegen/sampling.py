@@ -27,6 +27,7 @@ SAMPLERS: dict[str, tuple[str, ...]] = {
     "sde": ("heun", "euler_maruyama", "predictor_corrector", "ode"),
     "dcgan": ("single",),
     "vae": ("single",),
+    "vaegan": ("single",),
 }
 SAMPLER_LABELS = {
     "dpmpp": "DPM-Solver++",
@@ -68,7 +69,7 @@ STEP_RANGE = {
 
 # Classifier-free guidance scale a request gets when it names none, per family (see DEFAULT_STEPS for the
 # measurement that chose it). The one-pass families have no guidance.
-DEFAULT_GUIDANCE = {"ddpm": 3.0, "sde": 3.0, "dcgan": 1.0, "vae": 1.0}
+DEFAULT_GUIDANCE = {"ddpm": 3.0, "sde": 3.0, "dcgan": 1.0, "vae": 1.0, "vaegan": 1.0}
 
 
 def default_guidance(cfg: ModelConfig) -> float:
@@ -77,7 +78,7 @@ def default_guidance(cfg: ModelConfig) -> float:
 
 def latent_dim(cfg: ModelConfig) -> int:
     """The size of a one-pass family's latent z ~ N(0, I)."""
-    return cfg.vae.latent_dim if cfg.family == "vae" else cfg.dcgan.latent_dim
+    return cfg.vae.latent_dim if cfg.family in ("vae", "vaegan") else cfg.dcgan.latent_dim
 
 
 def samplers_for(cfg: ModelConfig) -> tuple[str, ...]:

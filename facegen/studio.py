@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_FACES = 8
 MAX_TRAJECTORY_FRAMES = 40
-PREVIEW_PX = 192
+PREVIEW_PX = 384  # display width of one face; a batch shows each face at half that
 
 
 class StudioError(ValueError):
@@ -121,11 +121,24 @@ class Result:
 
 
 def preview_grid(x: torch.Tensor, px: int = PREVIEW_PX) -> Image.Image:
-    """(B, 3, H, W) in [-1, 1] -> one row-wrapped grid, upscaled (nearest) so small faces are visible."""
-    faces = [im.resize((px, px), Image.Resampling.NEAREST) for im in to_pil(x)]
-    cols = min(4, len(faces))
-    rows = [faces[i : i + cols] for i in range(0, len(faces), cols)]
-    return grid(rows, pad=4)
+    """(B, 3, H, W) in [-1, 1] -> one row-wrapped grid of the faces shown large (`face_grid`)."""
+    return face_grid(to_pil(x), px)
+
+
+def face_grid(faces: list[Image.Image], px: int = PREVIEW_PX) -> Image.Image:
+    """Faces in rows of up to 4, each upscaled by a whole factor with nearest-neighbour sampling, so a
+    64 px face fills the panel while every generated pixel stays a visible square of one colour."""
+    size = display_px(faces[0].width, len(faces), px)
+    big = [im.resize((size, size), Image.Resampling.NEAREST) for im in faces]
+    cols = min(4, len(big))
+    return grid([big[i : i + cols] for i in range(0, len(big), cols)], pad=4)
+
+
+def display_px(native: int, count: int, px: int = PREVIEW_PX) -> int:
+    """The display size of one of `count` faces of `native` pixels: a whole multiple of `native` near
+    `px` for one face, `px / 2` for a batch (never below the native size)."""
+    target = px if count == 1 else px // 2
+    return native * max(1, round(target / native))
 
 
 @dataclass

@@ -294,7 +294,7 @@ def _weights_config(model: ModelConfig) -> dict[str, Any]:
     if model.family == "dcgan":
         d_only = {"d_conditioning", "acgan_weight", "acgan_blends"}
         return own | {"dcgan": model.dcgan.model_dump(exclude=d_only)}
-    if model.family == "vae":
+    if model.family in ("vae", "vaegan"):
         return own | {"vae": model.vae.model_dump(include={"latent_dim", "channels"})}
     unet = model.unet.model_dump(exclude={"mix_embed_std"})
     loss_only = {"ddpm": {"loss_weight", "min_snr_gamma"}, "sde": {"p_mean", "p_std"}}[model.family]

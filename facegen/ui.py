@@ -8,12 +8,12 @@ from typing import Any
 import gradio as gr
 
 from facegen.pipeline import MAX_SEED
-from facegen.sampling import DEFAULT_STEPS, SAMPLER_LABELS, SAMPLERS, default_guidance, network_evaluations
-from facegen.studio import Frame, Result, Studio, StudioError, parse_params, step_range
+from facegen.sampling import DEFAULT_STEPS, SAMPLER_LABELS, default_guidance, network_evaluations
+from facegen.studio import Frame, Result, Studio, StudioError, face_grid, parse_params, step_range
 
 MAX_GROUP_SLIDERS = 8
 CSS = """
-#preview img, #faces img { image-rendering: pixelated; }
+#preview img, #faces img { image-rendering: pixelated; object-fit: contain; }
 .mix-readout { font-variant-numeric: tabular-nums; }
 """
 
@@ -60,7 +60,7 @@ def build(studio: Studio) -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    model = gr.Dropdown(names, value=names[0] if names else None, label="Model")
+                    model = gr.Dropdown(names, value=names[0] if names else None, label="Model", elem_id="model")
                     card = gr.Markdown(_card(studio, names[0] if names else None))
                     # All loaded families' samplers: the server checks a value against the choices given here.
                     all_samplers = [
@@ -71,11 +71,13 @@ def build(studio: Studio) -> gr.Blocks:
                         all_samplers,
                         value=_default_sampler(first),
                         label="Sampler",
+                        elem_id="sampler",
                         allow_custom_value=True,  # checked by the studio, which names the problem
                         visible=bool(first and not first.one_pass),
                     )
-                    # One static range: Gradio checks bounds on the server with the values given here, so
-                    # per-sampler ranges are checked by the studio and shown in the step label instead.
+                    # Built with every sampler's range, which is what Gradio checks API calls against (the
+                    # studio checks the sampler's own); a page narrows it to the sampler's range on load and
+                    # at every model or sampler change (Gradio keeps those bounds per session).
                     steps = gr.Slider(
                         1,
                         studio.limits.max_steps,
@@ -83,6 +85,7 @@ def build(studio: Studio) -> gr.Blocks:
                         step=1,
                         label=_steps_label(first, _default_sampler(first), studio),
                         visible=bool(first and not first.one_pass),
+                        elem_id="steps",
                     )
                     nfe = gr.Markdown(elem_classes="mix-readout")
                     with gr.Row():
@@ -113,6 +116,7 @@ def build(studio: Studio) -> gr.Blocks:
                         value=default_guidance(first.config) if first else 1.0,
                         step=0.5,
                         label="Guidance scale (1 = conditional, 0 = unconditional)",
+                        elem_id="guidance",
                         visible=bool(first and not first.one_pass),
                     )
                     preview = gr.Radio(
@@ -125,7 +129,7 @@ def build(studio: Studio) -> gr.Blocks:
                         go = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop = gr.Button("Stop", variant="stop", elem_id="stop")
                 with gr.Column(scale=2):
-                    live = gr.Image(label="Live", type="pil", format="png", elem_id="preview", height=400)
+                    live = gr.Image(label="Live", type="pil", format="png", elem_id="preview", height=420)
                     status = gr.Markdown(elem_id="status")
                     files = gr.File(
                         label="Download PNGs (settings in PNG text chunks)", file_count="multiple", elem_id="files"
@@ -137,19 +141,25 @@ def build(studio: Studio) -> gr.Blocks:
             compare_btn = gr.Button("Compare all models", variant="primary", elem_id="compare")
             compare_out = gr.Gallery(label="Side by side", columns=4, height=320, elem_id="compare-out")
 
+        # The model the sampler, steps and guidance controls were last set up for, by on_model. None for an
+        # API call (no page): its values are taken as given. A Generate pressed while the page is still
+        # switching models carries the old model here, and the new model's defaults are used instead.
+        configured = gr.State(None)
+
         def on_model(name: str) -> list[Any]:
             gen = studio.models.get(name)
             if gen is None:
-                return [gr.update()] * (6 + MAX_GROUP_SLIDERS)
+                return [gr.update()] * (7 + MAX_GROUP_SLIDERS)
             diffusion = not gen.one_pass
             s = _default_sampler(gen)
             updates = [
                 _card(studio, name),
                 gr.update(choices=_sampler_choices(gen), value=s, visible=diffusion),
-                gr.update(value=DEFAULT_STEPS[s], visible=diffusion, label=_steps_label(gen, s, studio)),
+                _steps_update(gen, s, studio),
                 gr.update(value=default_guidance(gen.config), visible=diffusion),
                 gr.update(visible=diffusion),
                 _mix_readout(list(gen.groups), [1.0] + [0.0] * (len(gen.groups) - 1)),
+                name,
             ]
             updates += [
                 gr.update(
@@ -161,15 +171,18 @@ def build(studio: Studio) -> gr.Blocks:
             ]
             return updates
 
-        model.change(
-            on_model, model, [card, sampler, steps, guidance, preview, readout, *sliders], api_visibility="private"
-        )
+        model_outputs = [card, sampler, steps, guidance, preview, readout, configured, *sliders]
+        # Generate is disabled from the switch until every control shows the new model's settings.
+        model.change(_lock, None, go, queue=False, api_visibility="private").then(
+            on_model, model, model_outputs, api_visibility="private"
+        ).then(_unlock, None, go, queue=False, api_visibility="private")
+        demo.load(on_model, model, model_outputs, api_visibility="private")
 
         def on_sampler(name: str, s: str) -> Any:
             gen = studio.models.get(name)
             if gen is None or s not in gen.samplers:
                 return gr.update()
-            return gr.update(value=DEFAULT_STEPS[s], label=_steps_label(gen, s, studio))
+            return _steps_update(gen, s, studio)
 
         sampler.change(on_sampler, [model, sampler], steps, api_visibility="private")
 
@@ -194,15 +207,24 @@ def build(studio: Studio) -> gr.Blocks:
         dice.click(lambda: random.randint(0, MAX_SEED), None, seed, api_visibility="private")
 
         def generate(
-            name: str, s: str, n_steps: float, seed_v: float, n_faces: float, g: float, pv: str, *weights: float
+            name: str,
+            s: str,
+            n_steps: float,
+            seed_v: float,
+            n_faces: float,
+            g: float,
+            pv: str,
+            set_up_for: str | None,
+            *weights: float,
         ):
             gen = studio.models.get(name)
             k = len(gen.groups) if gen else len(weights)
             notice = ""
-            if gen and not gen.one_pass and s not in gen.samplers and any(s in v for v in SAMPLERS.values()):
-                # The model was switched and the page had not caught up: the model is the newer choice.
-                notice = f"  \n(The page still showed {SAMPLER_LABELS[s]}, which {gen.family} lacks: used its default.)"
-                s, n_steps = gen.samplers[0], DEFAULT_STEPS[gen.samplers[0]]
+            if gen and set_up_for is not None and set_up_for != name:
+                # Pressed while the page was switching models: the controls still hold the previous
+                # model's settings. The model is the newer choice, so it runs at its own defaults.
+                s, n_steps, g = gen.samplers[0], DEFAULT_STEPS[gen.samplers[0]], default_guidance(gen.config)
+                notice = f"  \n(Pressed while the page switched to {name}: ran at its default settings.)"
             try:
                 params = parse_params(
                     studio.limits,
@@ -221,7 +243,7 @@ def build(studio: Studio) -> gr.Blocks:
                         yield {
                             live: item.image,
                             status: f"Step **{item.index}/{item.total}** · "
-                            f"{item.elapsed:.1f} s · {item.nfe} network evaluations",
+                            f"{item.elapsed:.1f} s · {item.nfe} network evaluations{notice}",
                         }
                     elif isinstance(item, Result):
                         yield {
@@ -235,7 +257,7 @@ def build(studio: Studio) -> gr.Blocks:
             except StudioError as err:
                 raise gr.Error(str(err), print_exception=False) from None
 
-        inputs = [model, sampler, steps, seed, faces, guidance, preview, *sliders]
+        inputs = [model, sampler, steps, seed, faces, guidance, preview, configured, *sliders]
         event = go.click(
             generate,
             inputs,
@@ -263,6 +285,26 @@ def build(studio: Studio) -> gr.Blocks:
     return demo
 
 
+def _lock() -> Any:
+    return gr.update(interactive=False)
+
+
+def _unlock() -> Any:
+    return gr.update(interactive=True)
+
+
+def _steps_update(gen, sampler: str, studio: Studio) -> Any:
+    """The steps slider for `sampler`: its range, default and label (hidden for one-pass models)."""
+    lo, hi = step_range(gen, sampler, studio.limits)
+    return gr.update(
+        minimum=lo,
+        maximum=hi,
+        value=DEFAULT_STEPS[sampler],
+        label=_steps_label(gen, sampler, studio),
+        visible=not gen.one_pass,
+    )
+
+
 def _steps_label(gen, sampler: str | None, studio: Studio) -> str:
     if gen is None or sampler is None or gen.one_pass:
         return "Steps"
@@ -280,11 +322,7 @@ def _as_int(value: Any, what: str) -> int:
 
 
 def _result_grid(result: Result):
-    from facegen.plots import grid
-
-    cols = min(4, len(result.faces))
-    big = [f.resize((192, 192), 0) for f in result.faces]  # nearest: show the pixels as they are
-    return grid([big[i : i + cols] for i in range(0, len(big), cols)], pad=4)
+    return face_grid(result.faces)
 
 
 def _seen_line(result: Result) -> str:

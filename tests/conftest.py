@@ -67,7 +67,7 @@ def tiny_checkpoints(session_faces: Path, tmp_path_factory: pytest.TempPathFacto
 
     root = tmp_path_factory.mktemp("ckpts")
     out = {}
-    for family in ("ddpm", "sde", "dcgan", "vae"):
+    for family in ("ddpm", "sde", "dcgan", "vae", "vaegan"):
         out[family] = train(
             tiny_run(family, session_faces, root / family, max_steps=4, sample_every=1000), progress=False
         )

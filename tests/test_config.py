@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae"])
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae", "vaegan"])
 def test_every_preset_resolves(preset: str, family: str) -> None:
     run = resolve(preset, family, {"data": {"path": "x"}})
     assert run.model.family == family

@@ -156,7 +156,7 @@ def test_dcgan_128_variant_shapes() -> None:
 @pytest.mark.parametrize(("family", "sampler"), [(f, s) for f, ss in SAMPLERS.items() for s in ss])
 def test_every_sampler_streams_finite_frames(tiny_checkpoints: dict[str, Path], family: str, sampler: str) -> None:
     gen = FaceGenerator.from_checkpoint(tiny_checkpoints[family], device="cpu", precision="fp32")
-    steps = 1 if family in ("dcgan", "vae") else 6
+    steps = 1 if family in ("dcgan", "vae", "vaegan") else 6
     frames = list(gen.frames([3, 4], MIX, sampler=sampler, steps=steps, guidance=2.0))
     assert len(frames) == steps and [f.index for f in frames] == list(range(1, steps + 1))
     assert frames[-1].nfe == network_evaluations(sampler, steps, 1.0)
@@ -164,7 +164,7 @@ def test_every_sampler_streams_finite_frames(tiny_checkpoints: dict[str, Path], 
         assert f.x_t.shape == (2, 3, 16, 16) and torch.isfinite(f.x_t).all() and torch.isfinite(f.x0).all()
 
 
-@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae"])
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae", "vaegan"])
 def test_seed_gives_the_same_face_in_any_batch_streamed_or_not(tiny_checkpoints: dict[str, Path], family: str) -> None:
     gen = FaceGenerator.from_checkpoint(tiny_checkpoints[family], device="cpu")
     sampler = {"ddpm": "ancestral", "sde": "euler_maruyama"}.get(family)

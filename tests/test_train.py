@@ -29,7 +29,7 @@ def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subproce
     )
 
 
-@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae"])
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae", "vaegan"])
 def test_cli_smoke_run_writes_a_loadable_checkpoint(session_faces: Path, tmp_path: Path, family: str) -> None:
     out = tmp_path / "run"
     res = run_cli(
@@ -94,7 +94,7 @@ def test_cli_resume_needs_a_state(tmp_path: Path, session_faces: Path) -> None:
     assert res.returncode != 0 and "no state.pt" in res.stderr
 
 
-@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae"])
+@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae", "vaegan"])
 def test_resume_matches_an_uninterrupted_run(session_faces: Path, tmp_path: Path, family: str) -> None:
     full = train(
         tiny_run(family, session_faces, tmp_path / "full", max_steps=8, save_every=4, sample_every=100), progress=False

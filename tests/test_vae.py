@@ -1,5 +1,6 @@
-"""The conditional VAE: its KL term against torch.distributions, the ELBO falling on a fixed batch, the
-reparameterisation carrying gradient into the encoder, the KL warm-up, and bad input."""
+"""The conditional VAE and the VAE-GAN: the KL term against torch.distributions, the ELBO falling on a
+fixed batch, the reparameterisation carrying gradient into the encoder, the KL warm-up, each VAE-GAN
+network stepping on its own loss, and bad input."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from facegen.checkpoints import CheckpointError
 from facegen.config import resolve
 from facegen.nets import build_sampling_net, build_training_networks
-from facegen.objectives import VAEObjective
+from facegen.objectives import VAEGANObjective, VAEObjective, _minimise
 from facegen.pipeline import FaceGenerator
 
 
@@ -82,3 +83,53 @@ def test_prior_samples_follow_the_seed_and_the_mix(tiny_checkpoints: dict[str, P
     a, b = gen.generate([3, 4], [1, 0, 0, 0, 0])
     assert a.tobytes() == gen.generate([3], [1, 0, 0, 0, 0])[0].tobytes() and a.tobytes() != b.tobytes()
     assert a.tobytes() != gen.generate([3], [0, 1, 0, 0, 0])[0].tobytes()
+
+
+def vaegan(**model: object) -> VAEGANObjective:
+    torch.manual_seed(0)
+    run = resolve("tiny", "vaegan", {"data": {"path": "x"}, "train": {"precision": "fp32"}, "model": model})
+    extra = build_training_networks(run.model)
+    return VAEGANObjective.build(
+        run, build_sampling_net(run.model), extra["encoder"], extra["disc"], torch.device("cpu")
+    )
+
+
+def test_each_vaegan_network_minimises_its_own_loss() -> None:
+    """One parameter feeds two losses; `_minimise` must step it on its own loss's gradient alone."""
+    a, b = torch.nn.Parameter(torch.tensor(2.0)), torch.nn.Parameter(torch.tensor(3.0))
+    opt_a = torch.optim.SGD([a], lr=0.1)
+    _minimise(opt_a, a * b + 5 * b, retain_graph=False)
+    assert a.item() == pytest.approx(2.0 - 0.1 * 3.0) and b.grad is None
+
+
+def test_the_vaegan_reconstructs_in_the_discriminators_features_and_its_d_learns() -> None:
+    obj = vaegan(vae={"kl_warmup_steps": 0})
+    x, mix = batch()
+    before = {k: [p.detach().clone() for p in m.parameters()] for k, m in obj.networks().items()}
+    first = obj.step(x, mix, torch.Generator().manual_seed(1), 0)
+    for step in range(1, 40):
+        last = obj.step(x, mix, torch.Generator().manual_seed(1), step)
+    assert last["d_loss"] < 0.7 * first["d_loss"]
+    assert {"feature_err", "kl", "g_loss", "d_loss"} <= set(last) and last["feature_err"] > 0
+    for key, module in obj.networks().items():
+        assert any(not torch.equal(p, q) for p, q in zip(before[key], module.parameters(), strict=True)), key
+    features = obj.disc.features(x, mix)
+    assert features.shape[0] == 8 and features.ndim == 4
+
+
+def test_a_vaegan_trains_with_an_acgan_discriminator_and_names_its_recipe() -> None:
+    obj = vaegan(dcgan={"d_conditioning": "acgan", "acgan_blends": 0.5}, vae={"gamma": 0.5})
+    logs = obj.step(*batch(), torch.Generator().manual_seed(1), 0)
+    assert "d_group_loss" in logs and "g_group_loss" in logs
+    assert "gamma 0.5" in obj.recipe() and "acgan" in obj.recipe()
+
+
+def test_a_vaegan_checkpoint_is_refused_as_a_vae_and_gamma_out_of_range_is_named(
+    tiny_checkpoints: dict[str, Path],
+) -> None:
+    with pytest.raises(CheckpointError, match="vaegan"):
+        FaceGenerator.from_checkpoint(tiny_checkpoints["vaegan"], family="vae")
+    with pytest.raises(ValueError, match="vae.gamma"):
+        resolve("tiny", "vaegan", {"data": {"path": "x"}, "model": {"vae": {"gamma": -1.0}}})
+    gen = FaceGenerator.from_checkpoint(tiny_checkpoints["vaegan"], device="cpu")
+    assert gen.one_pass and gen.generate([1], [0, 0, 1, 0, 0])[0].size == (16, 16)

@@ -11,7 +11,8 @@ from facegen.nets.vae import Encoder, decoder
 
 
 def build_sampling_net(cfg: ModelConfig) -> nn.Module:
-    """The network a checkpoint ships: the U-Net for diffusion, the generator for DCGAN."""
+    """The network a checkpoint ships: the U-Net for diffusion, the generator for DCGAN, the decoder for
+    the VAE and the VAE-GAN."""
     k = len(cfg.groups)
     match cfg.family:
         case "ddpm":
@@ -20,19 +21,21 @@ def build_sampling_net(cfg: ModelConfig) -> nn.Module:
             return ConditionalUNet(cfg.unet, cfg.image_size, k, "fourier", cfg.sde.fourier_scale)
         case "dcgan":
             return Generator(cfg.dcgan, cfg.image_size, k)
-        case "vae":
+        case "vae" | "vaegan":
             return decoder(cfg.vae, cfg.image_size, k)
     raise ValueError(f"unknown family {cfg.family!r}")
 
 
 def build_training_networks(cfg: ModelConfig) -> dict[str, nn.Module]:
     """The networks a family trains beside the shipped one, never shipped: a GAN's discriminator, a VAE's
-    encoder (keys as in the training state)."""
+    encoder, a VAE-GAN's both (keys as in the training state)."""
     match cfg.family:
         case "dcgan":
             return {"disc": build_discriminator(cfg)}
         case "vae":
             return {"encoder": Encoder(cfg.vae, cfg.image_size, len(cfg.groups))}
+        case "vaegan":
+            return {"encoder": Encoder(cfg.vae, cfg.image_size, len(cfg.groups)), "disc": build_discriminator(cfg)}
     return {}
 
 

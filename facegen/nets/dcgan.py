@@ -87,11 +87,16 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
         return self.score(x, mix)[0]
 
+    def _input(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        if self.mode != "concat":
+            return x
+        planes = mix.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+        return torch.cat([x, planes], dim=1)
+
     def score(self, x: torch.Tensor, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Real/fake logit and, for AC-GAN, the group logits (else None)."""
         if self.mode == "concat":
-            planes = mix.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
-            return self.net(torch.cat([x, planes], dim=1)).flatten(), None
+            return self.net(self._input(x, mix)).flatten(), None
         h = self.net[:-1](x)
         logit = self.net[-1](h).flatten()
         pooled = h.mean((2, 3))
@@ -99,3 +104,10 @@ class Discriminator(nn.Module):
             return logit + (self.embed(mix.to(h.dtype)) * pooled).sum(1), None
         assert self.group_head is not None
         return logit, self.group_head(pooled)
+
+    def features(self, x: torch.Tensor, mix: torch.Tensor, depth: int = 3) -> torch.Tensor:
+        """The activations after the trunk's `depth`-th stride-2 block (fewer where the trunk is shorter):
+        the space in which the VAE-GAN measures reconstruction error (Larsen et al. use the third)."""
+        blocks = len(self.net) // 3  # [conv, lrelu] + [conv, bn, lrelu] per further block, + the logit conv
+        end = 2 + 3 * (min(depth, blocks) - 1)
+        return self.net[:end](self._input(x, mix))
