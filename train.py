@@ -53,7 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latent-dim", type=int, help="VAE: size of z (default 128)")
     p.add_argument("--kl-warmup", type=int, help="VAE: steps over which the KL weight rises to --beta (default 2000)")
     p.add_argument(
-        "--gamma", type=float, help="VAE-GAN: weight of the feature reconstruction in the decoder's loss (default 1)"
+        "--recon-std", type=float, help="VAE: std of the Gaussian decoder in [-1, 1] pixel units (default 0.1)"
+    )
+    p.add_argument(
+        "--gamma", type=float, help="VAE-GAN: weight of the feature reconstruction in the decoder's loss (default 0.01)"
     )
     p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
@@ -106,6 +109,7 @@ def flag_overrides(a: argparse.Namespace) -> dict[str, Any]:
             ("latent_dim", a.latent_dim),
             ("kl_warmup_steps", a.kl_warmup),
             ("gamma", a.gamma),
+            ("recon_std", a.recon_std),
         )
         if v is not None
     }

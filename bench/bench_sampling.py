@@ -68,8 +68,8 @@ def streamed(studio: Studio, gen: FaceGenerator, sampler: str, steps: int, faces
     params = parse_params(
         studio.limits,
         model=gen.name,
-        sampler=None if gen.family == "dcgan" else sampler,
-        steps=None if gen.family == "dcgan" else steps,
+        sampler=None if gen.one_pass else sampler,
+        steps=None if gen.one_pass else steps,
         seed=0,
         faces=faces,
         weights=tuple(MIX),
@@ -104,7 +104,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
-    p.add_argument("--families", nargs="+", default=["ddpm", "sde", "dcgan"])
+    p.add_argument("--families", nargs="+", default=["ddpm", "sde", "dcgan", "vae", "vaegan"])
     p.add_argument("--defaults-only", action="store_true", help="only each model's default sampler and steps")
     a = p.parse_args()
     torch.set_num_threads(a.threads)

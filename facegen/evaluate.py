@@ -127,6 +127,7 @@ def evaluate_setting(
         "family": gen.family,
         "training_step": gen.card.get("step"),
         "training_cpu_hours": gen.card.get("cpu_hours"),
+        "parameters": gen.card.get("parameters"),
         "sampler": sampler,
         "steps": steps,
         "guidance": guidance,
@@ -316,6 +317,10 @@ def _mean_pure_accuracy(r: dict) -> float:
     return float(np.mean(list(r["pure_mix_accuracy"].values())))
 
 
+def _millions(count: int | None) -> str:
+    return "–" if count is None else f"{count / 1e6:.1f}M"
+
+
 def _carried_mark(r: dict) -> str:
     return " †" if "carried_from" in r else ""
 
@@ -377,8 +382,8 @@ def markdown(report: dict, nfe_plot: bool = True) -> str:
         "",
         "| model | sampler | steps | NFE | s/face | face det. | diversity | FD (clf) | two-sample | FID | KID | "
         + " | ".join(f"pure {g}" for g in report["groups"])
-        + " |",
-        "|" + "---|" * (11 + len(report["groups"])),
+        + " | parameters | training CPU-h |",
+        "|" + "---|" * (13 + len(report["groups"])),
     ]
     fmt = lambda v: "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     for r in report["results"]:
@@ -387,13 +392,13 @@ def markdown(report: dict, nfe_plot: bool = True) -> str:
             f"{r['face_detection_rate']:.2f} | {r['diversity']:.2f} | {r['fd_classifier']:.2f} | "
             f"{fmt(r.get('two_sample'))} | {fmt(r.get('fid'))} | {fmt(r.get('kid'))} | "
             + " | ".join(f"{r['pure_mix_accuracy'][g]:.2f}" for g in report["groups"])
-            + " |"
+            + f" | {_millions(r.get('parameters'))} | {fmt(r.get('training_cpu_hours'))} |"
         )
     lines.append(
         f"| real (ceiling) | – | – | – | – | {real['face_detection_rate']:.2f} | {real['diversity']:.2f} | "
         f"0 | {fmt(real.get('two_sample'))} | – | – | "
         + " | ".join(f"{a:.2f}" for a in real["classifier_accuracy_per_group"])
-        + " |"
+        + " | – | – |"
     )
     lines += _bars_table(report)
     lines += ["", "Blends (share of each requested group among the faces):", ""]

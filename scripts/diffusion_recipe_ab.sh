@@ -6,6 +6,7 @@
 # sampler, steps and guidance, N faces per mix, the same seeds for all. Equal steps at equal batch is equal
 # cost here: the arms share one network (CPU-hours are in each row to check it).
 #   OUT=runs/ab/recipe STEPS=3000 SNAP=1000 ARMS="new today" scripts/diffusion_recipe_ab.sh
+# Any family can be compared the same way (e.g. FAMILIES=vae ARMS="recon-std-0.1 recon-std-0.3").
 # Environment: PRESET (cpu), DEVICE (auto), PARALLEL (2: arms trained at once; each gets
 # OMP_NUM_THREADS=1 on a CPU), FAMILIES ("ddpm sde"), N (50), CLASSIFIER, REFERENCE_FRACTION (0.02).
 # A re-run skips what exists, so it resumes after a kill and only evaluates when training is done.
@@ -44,13 +45,14 @@ for family in $FAMILIES; do
     echo "$family $arm"
   done
 done | xargs -P "$PARALLEL" -L 1 bash -c 'train_arm "$0" "$1"'
-snapshots=()
+snapshots=() defaults=()
 for family in $FAMILIES; do
+  defaults+=("$family=default")
   for arm in $ARMS; do
     for s in "$OUT"/snapshots/"$family-$arm"-[0-9]*; do [ -d "$s" ] && snapshots+=("$s"); done
   done
 done
 "$PY" -m facegen.evaluate --checkpoints "${snapshots[@]}" --classifier "$CLASSIFIER" --reference "$DATA" \
-  --reference-fraction "${REFERENCE_FRACTION:-0.02}" --n "$N" --blends 2 --settings ddpm=default sde=default \
+  --reference-fraction "${REFERENCE_FRACTION:-0.02}" --n "$N" --blends 2 --settings "${defaults[@]}" \
   --device "$DEVICE" --out "$OUT/eval"
 echo "report: $OUT/eval/report.md"

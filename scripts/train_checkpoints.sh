@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Train (or resume) the three shipped models and the group classifier on UTKFace, in the background,
+# Train (or resume) the shipped models and the group classifier on UTKFace, in the background,
 # one thread each (two OpenMP processes on two cores stall each other otherwise). Safe to re-run: every
 # run resumes from runs/<model>/state.pt; when that state is gone (a fresh machine) it starts from the shipped
 # weights in checkpoints/<model> if they are the network the recipe configures (checkpoint_fits), else from
 # scratch (the diffusion checkpoints shipped before issue 11's recipe are not). Then ship with
 # scripts/ship_checkpoints.sh.
-# MODELS="ddpm sde" trains a subset (e.g. to give the diffusion models the two cores).
+# MODELS="ddpm sde" trains a subset (e.g. to give the diffusion models the two cores); MODELS="vae vaegan"
+# the autoencoder baselines.
 source "$(dirname "$0")/common.sh"
 mkdir -p runs
 export OMP_NUM_THREADS=1
@@ -16,6 +17,8 @@ for model in $MODELS; do
     # the shipped DCGAN's recipe since step 5,750 (README "Results"): AC-GAN discriminator
     dcgan) budget=(--max-steps 20000 --save-every 250 --sample-every 500 --d-conditioning acgan --acgan-weight 3
       --acgan-blends 0.5) ;;
+    vae) budget=(--max-steps 8000) ;;       # 25 epochs at batch 64
+    vaegan) budget=(--max-steps 6000) ;;
     *) budget=(--max-steps 40000) ;;
   esac
   # shellcheck disable=SC2046  # init_from prints zero or two words

@@ -10,7 +10,17 @@ import pytest
 from PIL import Image
 
 from facegen.pipeline import FaceGenerator
-from facegen.studio import Frame, Limits, Result, Studio, StudioError, load_models, parse_params
+from facegen.studio import (
+    Frame,
+    Limits,
+    Result,
+    Studio,
+    StudioError,
+    display_px,
+    face_grid,
+    load_models,
+    parse_params,
+)
 
 MIX = (1.0, 0.0, 0.0, 0.0, 0.0)
 
@@ -145,3 +155,16 @@ def test_the_printed_command_reproduces_the_face(
     args[args.index("--out") + 1] = str(tmp_path / "again.png")
     assert main(args) == 0
     assert Image.open(tmp_path / "again.png").convert("RGB").tobytes() == result.faces[0].tobytes()
+
+
+@pytest.mark.parametrize(
+    ("native", "count", "shown"), [(64, 1, 384), (64, 4, 192), (128, 1, 384), (16, 1, 384), (256, 4, 256)]
+)
+def test_faces_are_shown_large_by_a_whole_factor(native: int, count: int, shown: int) -> None:
+    assert display_px(native, count) == shown and shown % native == 0
+    face = Image.new("RGB", (native, native))
+    face.putpixel((0, 0), (255, 0, 0))
+    grid, pad, factor = face_grid([face] * count), 4, shown // native
+    corner = (pad + factor - 1, pad + factor - 1)
+    assert grid.getpixel(corner) == (255, 0, 0)  # one pixel became a factor x factor square
+    assert grid.getpixel((corner[0] + 1, corner[1] + 1)) == (0, 0, 0)
