@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latent-dim", type=int, help="VAE: size of z (default 128)")
     p.add_argument("--kl-warmup", type=int, help="VAE: steps over which the KL weight rises to --beta (default 2000)")
     p.add_argument(
-        "--recon-std", type=float, help="VAE: std of the Gaussian decoder in [-1, 1] pixel units (default 0.1)"
+        "--recon-std", type=float, help="VAE: std of the Gaussian decoder in [-1, 1] pixel units (default 0.3)"
     )
     p.add_argument(
         "--gamma", type=float, help="VAE-GAN: weight of the feature reconstruction in the decoder's loss (default 0.01)"
