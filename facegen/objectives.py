@@ -196,10 +196,11 @@ class GANObjective:
 
     def held_out(self, ema: nn.Module, x: torch.Tensor, mix: torch.Tensor, noise: NoiseSource) -> dict[str, float]:
         """test_loss: the discriminator's BCE on held-out real faces (rises when D memorises)."""
-        self.disc.eval()
+        disc = bare(self.disc)  # rank 0 alone runs this: a DDP wrapper would wait for the others
+        disc.eval()
         with autocast(self.device, self.run.train.precision):
-            logits = self.disc(x, mix).float()
-        self.disc.train()
+            logits = disc(x, mix).float()
+        disc.train()
         return {"test_loss": F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).item()}
 
     def networks(self) -> dict[str, nn.Module]:
@@ -239,12 +240,18 @@ class VAEObjective:
         return kl_weight(self.run.model.vae, step)
 
     def terms(
-        self, decoder: nn.Module, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator
+        self,
+        decoder: nn.Module,
+        x: torch.Tensor,
+        mix: torch.Tensor,
+        gen: torch.Generator,
+        encoder: nn.Module | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) reconstruction -log p(x | z) (up to a constant) and (B,) KL, in nats per face."""
+        """(B,) reconstruction -log p(x | z) (up to a constant) and (B,) KL, in nats per face; `encoder`
+        replaces the training one (held-out figures use the bare network: rank 0 alone computes them)."""
         std = self.run.model.vae.recon_std
         with autocast(self.device, self.run.train.precision):
-            z, kl = encode(self.encoder, x, mix, gen)
+            z, kl = encode(encoder or self.encoder, x, mix, gen)
             recon = decoder(z, mix).float()
         nll = ((recon - x.float()) ** 2).sum(dim=(1, 2, 3)) / (2 * std**2)
         return nll, kl
@@ -262,11 +269,12 @@ class VAEObjective:
 
     def held_out(self, ema: nn.Module, x: torch.Tensor, mix: torch.Tensor, noise: NoiseSource) -> dict[str, float]:
         """test_loss: the negative ELBO at the full beta, through the EMA decoder, with fixed noise."""
-        self.encoder.eval()
+        encoder = bare(self.encoder)
+        encoder.eval()
         try:
-            nll, kl = self.terms(ema, x, mix, noise())
+            nll, kl = self.terms(ema, x, mix, noise(), encoder=encoder)
         finally:
-            self.encoder.train()
+            encoder.train()
         beta = self.run.model.vae.beta
         return {
             "test_loss": (nll + beta * kl).mean().item(),
@@ -294,6 +302,10 @@ class VAEGANObjective:
     features (`Discriminator.features`), so reconstructions are judged as D sees them. Each network
     minimises its own loss: the encoder beta_t KL + feature error, the decoder gamma x feature error +
     the GAN loss on reconstructions and prior samples (the encoder gets no GAN gradient), D the GAN loss.
+
+    The encoder and decoder losses are summed into one backward pass (DDP averages gradients over one
+    backward per forward): the encoder's feature error goes through a copy of the decoder whose weights
+    are constants (`_frozen_call`), the decoder's through a reconstruction from the detached z.
     """
 
     run: RunConfig
@@ -322,7 +334,7 @@ class VAEGANObjective:
         # samples in one batch, and D judges both fakes in one batch.
         with autocast(self.device, prec):
             z, kl = encode(self.encoder, x, mix, gen)
-            fakes = self.net(torch.cat([z, z_prior]), fake_mix)
+            fakes = self.net(torch.cat([z.detach(), z_prior]), fake_mix)  # trains the decoder only
             d_real, groups_real = disc.score(x, mix)
             d_fake = self.disc(fakes.detach(), fake_mix).float()
             d_loss = _bce(d_real, 1.0) + 2 * _bce(d_fake, 0.0)
@@ -336,18 +348,25 @@ class VAEGANObjective:
         with autocast(self.device, prec):
             with torch.no_grad():
                 real_features = disc.features(x, mix).float()
-            recon_features = disc.features(fakes[:b], mix).float()
-            feature_err = 0.5 * ((recon_features - real_features) ** 2).flatten(1).sum(1)
+            # The same reconstructions (same batch, so the same batch-norm statistics), differentiable in z only.
+            recon_for_encoder = _frozen_call(bare(self.net), torch.cat([z, z_prior]), fake_mix)[:b]
+            feature_err = _feature_error(disc.features(fakes[:b], mix), real_features)
+            encoder_feature_err = _feature_error(disc.features(recon_for_encoder, mix), real_features)
             g_logit, g_groups = disc.score(fakes, fake_mix)
             gan = 2 * _bce(g_logit, 1.0)
             if g_groups is not None:
                 logs["g_group_loss"] = (g_group_loss := soft_cross_entropy(g_groups[b:].float(), prior_mix)).item()
                 gan = gan + m.dcgan.acgan_weight * g_group_loss
         beta = kl_weight(m.vae, step)
-        enc_loss = (beta * kl + feature_err).mean()
+        enc_loss = (beta * kl + encoder_feature_err).mean()
         dec_loss = m.vae.gamma * feature_err.mean() + gan
-        _minimise(self.optimisers["opt_enc"], enc_loss, retain_graph=True)
-        _minimise(self.optimisers["opt"], dec_loss)
+        opt, opt_enc = self.optimisers["opt"], self.optimisers["opt_enc"]
+        params = [p for o in (opt, opt_enc) for g in o.param_groups for p in g["params"]]
+        opt.zero_grad(set_to_none=True)
+        opt_enc.zero_grad(set_to_none=True)
+        (enc_loss + dec_loss).backward(inputs=params)  # D's weights are constants here
+        opt.step()
+        opt_enc.step()
         return {
             "train_loss": dec_loss.item(),
             "d_loss": d_loss.item(),
@@ -360,13 +379,14 @@ class VAEGANObjective:
     def held_out(self, ema: nn.Module, x: torch.Tensor, mix: torch.Tensor, noise: NoiseSource) -> dict[str, float]:
         """test_loss: the pixel MSE of held-out faces reconstructed through the EMA decoder (a figure that
         does not move with D's features, unlike the training loss); test_kl: their KL in nats."""
-        self.encoder.eval()
+        encoder = bare(self.encoder)  # rank 0 alone runs this: a DDP wrapper would wait for the others
+        encoder.eval()
         try:
             with autocast(self.device, self.run.train.precision):
-                z, kl = encode(self.encoder, x, mix, noise())
+                z, kl = encode(encoder, x, mix, noise())
                 recon = ema(z, mix).float()
         finally:
-            self.encoder.train()
+            encoder.train()
         return {"test_loss": ((recon - x.float()) ** 2).mean().item(), "test_kl": kl.mean().item()}
 
     def networks(self) -> dict[str, nn.Module]:
@@ -386,13 +406,17 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-def _minimise(opt: torch.optim.Optimizer, loss: torch.Tensor, retain_graph: bool = False) -> None:
-    """One step of `opt` on the gradient of `loss` with respect to its own parameters only (a backward
-    pass with `inputs`, so DDP still averages the gradients across processes)."""
-    params = [p for g in opt.param_groups for p in g["params"]]
-    opt.zero_grad(set_to_none=True)
-    loss.backward(inputs=params, retain_graph=retain_graph)
-    opt.step()
+def _feature_error(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) -log N(target | features, I) up to a constant: half the squared distance, summed per face."""
+    return 0.5 * ((features.float() - target) ** 2).flatten(1).sum(1)
+
+
+def _frozen_call(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+    """module(*args) with its weights as constants and its buffers copied: the output carries gradient to
+    the inputs only, and batch-norm running statistics are not updated a second time."""
+    params = {n: p.detach() for n, p in module.named_parameters()}
+    buffers = {n: t.clone() for n, t in module.named_buffers()}
+    return torch.func.functional_call(module, params | buffers, args)
 
 
 def encode(
