@@ -11,29 +11,36 @@ N=${N:-100}
 FIRST_SEED=${FIRST_SEED:-20000}
 N_TREND=${N_TREND:-10}
 MODELS=${MODELS:-ddpm sde dcgan vae vaegan}
-# Every shipped model is measured afresh (the others from checkpoints/, unchanged): one table of all the
-# families, one seed range, each at its default setting.
-runs=() settings=() snapshots=()
+# One table of all the families, one seed range, each at its default setting. The models being shipped
+# are measured now; the others keep their rows of docs/eval/report.json (the same weights, seeds and
+# reference, marked †) unless CARRY=0, which measures every shipped model afresh.
+CARRY=${CARRY:-1}
+runs=() settings=() snapshots=() shipping=()
 for model in ddpm sde dcgan vae vaegan; do
   if [[ " $MODELS " == *" $model "* ]]; then
-    runs+=("runs/$model/checkpoint")
-  elif [ -f "checkpoints/$model/model.safetensors" ]; then
-    runs+=("checkpoints/$model")
+    runs+=("runs/$model/checkpoint") && shipping+=("$model")
+  elif [ -f "checkpoints/$model/model.safetensors" ] && [ "$CARRY" = 0 ]; then
+    runs+=("checkpoints/$model") && shipping+=("$model")
   else
     continue
   fi
   settings+=("$model=default")
 done
-# Trend rows this run does not re-measure (snapshots lost with a machine) are kept, marked †.
+# Rows this run does not re-measure (snapshots lost with a machine, models not re-shipped) are kept, marked †.
 keep_from() { [ -f "$1" ] && cp "$1" "$2" && echo "--keep-earlier $2"; }
+main_before=()
+if [ "$CARRY" = 1 ] && [ -f docs/eval/report.json ]; then
+  mkdir -p runs && cp docs/eval/report.json runs/main-before.json && main_before=(--keep-earlier runs/main-before.json)
+fi
 mkdir -p checkpoints
 if [ -f runs/classifier/model.safetensors ]; then  # else the shipped classifier stays
   "$PY" -m facegen.export runs/classifier checkpoints/classifier
 fi
-rm -f docs/eval/samples-*.png docs/eval/quality_vs_nfe.png  # the grids of the models this table replaces
-"$PY" -m facegen.evaluate --checkpoints "${runs[@]}" \
+for model in "${shipping[@]}"; do rm -f docs/eval/samples-"$model"-*.png; done  # grids this table replaces
+rm -f docs/eval/quality_vs_nfe.png
+"$PY" -m facegen.evaluate --checkpoints "${runs[@]}" "${main_before[@]}" \
   --classifier checkpoints/classifier --reference "$DATA" --n "$N" --first-seed "$FIRST_SEED" --blends 2 \
-  --settings "${settings[@]}" --out docs/eval
+  --settings "${settings[@]}" --out docs/eval --no-nfe-plot
 for model in $MODELS; do
   "$PY" -m facegen.export "runs/$model/checkpoint" "checkpoints/$model" --eval docs/eval/report.json
 done
