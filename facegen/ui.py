@@ -194,8 +194,11 @@ def build(studio: Studio) -> gr.Blocks:
             steps_n = 1 if gen.one_pass else int(n or 1)
             return f"Network evaluations per face: **{network_evaluations(s, steps_n, float(g or 1))}**"
 
+        # A display only, so it takes the raw values (preprocess=False): at a model switch it runs with the
+        # steps of the previous model, which Gradio's bounds check, already narrowed to the new model's
+        # sampler, would otherwise reject with an error toast (e.g. 1 step of a DCGAN against DPM-Solver++'s 2).
         for comp in (model, sampler, steps, guidance):
-            comp.change(on_cost, [model, sampler, steps, guidance], nfe, api_visibility="private")
+            comp.change(on_cost, [model, sampler, steps, guidance], nfe, api_visibility="private", preprocess=False)
 
         def on_mix(name: str, *weights: float) -> str:
             gen = studio.models.get(name)

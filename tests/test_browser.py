@@ -96,6 +96,13 @@ def test_page_generates_a_face(tiny_checkpoints: dict[str, Path], tmp_path: Path
             assert settings + f"{default_guidance(sde.config):g} ·" in text, text
             lo, hi = step_range(sde, sde.samplers[0], studio.limits)
             assert (slider.get_attribute("min"), slider.get_attribute("max")) == (str(lo), str(hi))
+            # From a one-pass model (1 step) back to a diffusion model: no bounds error on the way.
+            for name in ("dcgan", "ddpm"):
+                page.locator("#model input").click()
+                page.get_by_role("option", name=name, exact=True).click()
+                page.wait_for_timeout(1500)
+            assert page.get_by_text("less than minimum").count() == 0
+            assert page.locator("#steps input[type=range]").get_attribute("min") == "2"
             page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
             browser.close()
     finally:
