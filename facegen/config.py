@@ -93,6 +93,11 @@ class SDEConfig(Frozen):
     sigma_min: float = Field(0.01, gt=0)
     sigma_max: float = Field(50.0, gt=0)
     fourier_scale: float = Field(16.0, gt=0)
+    # How the U-Net sees the noise level. "fourier": NCSN++'s Gaussian Fourier features of ln sigma (32
+    # random frequencies of std fourier_scale x 2 pi per unit of ln sigma) with the output divided by sigma;
+    # "positional": EDM's c_noise = ln(sigma) / 4 through the sinusoidal embedding the DDPM's U-Net uses,
+    # which varies smoothly with the noise level (EDM only). Part of the network, so of every checkpoint.
+    time_embedding: Literal["fourier", "positional"] = "fourier"
     sigma_data: float = Field(0.5, gt=0)
     p_mean: float = Field(-1.2, ge=-10, le=10)
     p_std: float = Field(1.2, gt=0, le=10)
@@ -110,6 +115,8 @@ class SDEConfig(Frozen):
             raise ValueError("beta_min must be below beta_max")
         if self.sigma_min >= self.sigma_max:
             raise ValueError("sigma_min must be below sigma_max")
+        if self.time_embedding == "positional" and self.kind != "edm":
+            raise ValueError("time_embedding 'positional' needs kind 'edm' (VP and VE score nets divide by sigma)")
         return self
 
 

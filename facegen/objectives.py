@@ -165,16 +165,13 @@ class GANObjective:
         prec, b, cfg = self.run.train.precision, x.shape[0], self.run.model.dcgan
         opt, opt_d = self.optimisers["opt"], self.optimisers["opt_d"]
         z = torch.randn(b, cfg.latent_dim, generator=gen).to(self.device)
-        ones, zeros = torch.ones(b, device=self.device), torch.zeros(b, device=self.device)
         logs: dict[str, float] = {}
         fake_mix = random_blends(mix, cfg.acgan_blends, gen) if cfg.d_conditioning == "acgan" else mix
         with autocast(self.device, prec):
             fake = self.net(z, fake_mix)
             d_real, groups_real = bare(self.disc).score(x, mix)
-            d_fake = self.disc(fake.detach(), fake_mix).float()
-            d_loss = F.binary_cross_entropy_with_logits(d_real.float(), ones) + F.binary_cross_entropy_with_logits(
-                d_fake, zeros
-            )
+            d_fake = self.disc(fake.detach(), fake_mix)
+            d_loss = _bce(d_real, 1.0) + _bce(d_fake, 0.0)
             if groups_real is not None:
                 d_groups = soft_cross_entropy(groups_real.float(), mix)
                 d_loss = d_loss + d_groups
@@ -184,7 +181,7 @@ class GANObjective:
         opt_d.step()
         with autocast(self.device, prec):
             g_logit, g_groups = bare(self.disc).score(fake, fake_mix)
-            g_loss = F.binary_cross_entropy_with_logits(g_logit.float(), ones)
+            g_loss = _bce(g_logit, 1.0)
             if g_groups is not None:
                 g_group_loss = soft_cross_entropy(g_groups.float(), fake_mix)
                 g_loss = g_loss + cfg.acgan_weight * g_group_loss
@@ -199,9 +196,9 @@ class GANObjective:
         disc = bare(self.disc)  # rank 0 alone runs this: a DDP wrapper would wait for the others
         disc.eval()
         with autocast(self.device, self.run.train.precision):
-            logits = disc(x, mix).float()
+            logits = disc(x, mix)
         disc.train()
-        return {"test_loss": F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).item()}
+        return {"test_loss": _bce(logits, 1.0).item()}
 
     def networks(self) -> dict[str, nn.Module]:
         return {"disc": self.disc}
@@ -240,24 +237,20 @@ class VAEObjective:
         return kl_weight(self.run.model.vae, step)
 
     def terms(
-        self,
-        decoder: nn.Module,
-        x: torch.Tensor,
-        mix: torch.Tensor,
-        gen: torch.Generator,
-        encoder: nn.Module | None = None,
+        self, encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) reconstruction -log p(x | z) (up to a constant) and (B,) KL, in nats per face; `encoder`
-        replaces the training one (held-out figures use the bare network: rank 0 alone computes them)."""
+        """(B,) reconstruction -log p(x | z) (up to a constant) and (B,) KL, in nats per face. Training
+        passes the (possibly DDP-wrapped) networks; held-out figures the bare ones, since rank 0 alone
+        computes them."""
         std = self.run.model.vae.recon_std
         with autocast(self.device, self.run.train.precision):
-            z, kl = encode(encoder or self.encoder, x, mix, gen)
+            z, kl = encode(encoder, x, mix, gen)
             recon = decoder(z, mix).float()
         nll = ((recon - x.float()) ** 2).sum(dim=(1, 2, 3)) / (2 * std**2)
         return nll, kl
 
     def step(self, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator, step: int) -> dict[str, float]:
-        nll, kl = self.terms(self.net, x, mix, gen)
+        nll, kl = self.terms(self.encoder, self.net, x, mix, gen)
         beta = self.beta(step)
         loss = (nll + beta * kl).mean()
         opt = self.optimisers["opt"]
@@ -272,7 +265,7 @@ class VAEObjective:
         encoder = bare(self.encoder)
         encoder.eval()
         try:
-            nll, kl = self.terms(ema, x, mix, noise(), encoder=encoder)
+            nll, kl = self.terms(encoder, ema, x, mix, noise())
         finally:
             encoder.train()
         beta = self.run.model.vae.beta
@@ -350,9 +343,9 @@ class VAEGANObjective:
                 real_features = disc.features(x, mix).float()
             # The same reconstructions (same batch, so the same batch-norm statistics), differentiable in z only.
             recon_for_encoder = _frozen_call(bare(self.net), torch.cat([z, z_prior]), fake_mix)[:b]
-            feature_err = _feature_error(disc.features(fakes[:b], mix), real_features)
+            g_logit, g_groups, fake_features = disc.judge(fakes, fake_mix)
+            feature_err = _feature_error(fake_features[:b], real_features)
             encoder_feature_err = _feature_error(disc.features(recon_for_encoder, mix), real_features)
-            g_logit, g_groups = disc.score(fakes, fake_mix)
             gan = 2 * _bce(g_logit, 1.0)
             if g_groups is not None:
                 logs["g_group_loss"] = (g_group_loss := soft_cross_entropy(g_groups[b:].float(), prior_mix)).item()

@@ -204,7 +204,7 @@ def sde_denoise_fn(
     if cfg.kind == "edm":
 
         def call(x: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            return edm.denoise(net, x, sigma, c, cfg.sigma_data)
+            return edm.denoise(net, x, sigma, c, cfg)
     else:
 
         def call(x: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -44,32 +44,58 @@ def test_min_snr_weights_follow_hang_et_al() -> None:
 
 class ExactGaussianNet(torch.nn.Module):
     """The raw network that EDM's preconditioning turns into the exact denoiser of N(0, S^2 I) data,
-    D(x; sigma) = S^2 / (S^2 + sigma^2) x, times `scale` (scale 1 is the optimum). It is called, as the
-    score family's U-Net, with c_in x and sigma, and divides its output by sigma."""
+    D(x; sigma) = S^2 / (S^2 + sigma^2) x, times `scale` (scale 1 is the optimum). It is called as the
+    score family's U-Net with that time embedding: with c_in x and sigma, dividing its output by sigma
+    ("fourier"), or with c_in x and c_noise = ln(sigma) / 4 ("positional")."""
 
-    def __init__(self, scale: float = 1.0, sigma_data: float = 0.5) -> None:
+    def __init__(self, scale: float = 1.0, sigma_data: float = 0.5, embedding: str = "fourier") -> None:
         super().__init__()
-        self.scale, self.sigma_data = scale, sigma_data
+        self.scale, self.sigma_data, self.embedding = scale, sigma_data, embedding
 
-    def forward(self, x_in: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_in: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        sigma = t if self.embedding == "fourier" else (4 * t).exp()
         c_skip, c_out, c_in = (c.reshape(-1, 1, 1, 1) for c in edm.coefficients(sigma, self.sigma_data))
         s = sigma.reshape(-1, 1, 1, 1)
         x = x_in / c_in
         exact = self.scale * S**2 / (S**2 + s**2) * x
-        return (exact - c_skip * x) / c_out / s
+        raw = (exact - c_skip * x) / c_out
+        return raw / s if self.embedding == "fourier" else raw
 
 
-def test_edm_denoiser_and_loss_are_optimal_at_the_exact_denoiser() -> None:
-    cfg = SDEConfig(kind="edm")
+@pytest.mark.parametrize("embedding", ["fourier", "positional"])
+def test_edm_denoiser_and_loss_are_optimal_at_the_exact_denoiser(embedding: str) -> None:
+    cfg = SDEConfig(kind="edm", time_embedding=embedding)
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(256, 3, 4, 4, generator=g) * S
     sigma = torch.full((256,), 0.7)
     x = x0 + 0.7 * torch.randn(x0.shape, generator=g)
-    assert torch.allclose(edm.denoise(ExactGaussianNet(), x, sigma, None, 0.5), S**2 / (S**2 + 0.49) * x, atol=1e-5)
+    exact = ExactGaussianNet(embedding=embedding)
+    assert torch.allclose(edm.denoise(exact, x, sigma, None, cfg), S**2 / (S**2 + 0.49) * x, atol=1e-5)
     losses = {
-        k: edm.edm_loss(ExactGaussianNet(k), cfg, x0, None, torch.Generator().manual_seed(1)) for k in (0.8, 1, 1.2)
+        k: edm.edm_loss(ExactGaussianNet(k, embedding=embedding), cfg, x0, None, torch.Generator().manual_seed(1))
+        for k in (0.8, 1, 1.2)
     }
     assert losses[1] < losses[0.8] and losses[1] < losses[1.2]
+
+
+def test_positional_time_embedding_needs_edm() -> None:
+    with pytest.raises(ValueError, match="needs kind 'edm'"):
+        SDEConfig(kind="ve", time_embedding="positional")
+
+
+def test_positional_score_unet_is_called_with_edm_c_noise() -> None:
+    """The positional U-Net is the DDPM's sinusoidal one (no division by its time input), fed EDM's
+    c_noise = ln(sigma) / 4; the Fourier one gets sigma itself."""
+    for embedding, expected in (("fourier", lambda s: s), ("positional", lambda s: s.log() / 4)):
+        cfg = resolve("cpu", "sde", {"data": {"path": "x"}, "model": {"sde": {"time_embedding": embedding}}}).model
+        net = build_sampling_net(cfg).eval()
+        assert net.unet.config.time_embedding_type == embedding
+        seen: list[torch.Tensor] = []
+        net.unet.time_proj.register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0]))
+        sigma = torch.tensor([0.3, 7.0])
+        with torch.no_grad():
+            edm.denoise(net, torch.randn(2, 3, 64, 64), sigma, torch.zeros(2, len(cfg.groups) + 1), cfg.sde)
+        assert torch.allclose(seen[0].float(), expected(sigma))
 
 
 def test_karras_sigmas_run_from_max_to_min_then_zero() -> None:
@@ -86,7 +112,11 @@ def test_edm_heun_with_the_exact_denoiser_follows_the_exact_flow() -> None:
     exact = 80.0 * S / (S**2 + 80.0**2) ** 0.5
     errors = []
     for n in (18, 50, 200):
-        steps = list(edm_heun(lambda x, s: edm.denoise(net, x, s, None, 0.5), karras_sigmas(0.002, 80.0, n), x_T))
+        steps = list(
+            edm_heun(
+                lambda x, s: edm.denoise(net, x, s, None, SDEConfig(kind="edm")), karras_sigmas(0.002, 80.0, n), x_T
+            )
+        )
         assert len(steps) == n and steps[-1].nfe == 2 * n - 1
         errors.append(abs(float(steps[-1].x_t) - exact) / exact)
     assert errors[0] > errors[1] > errors[2] and errors[0] < 0.06 and errors[2] < 0.001

@@ -35,7 +35,7 @@ def test_the_kl_term_is_the_closed_form_of_torch_distributions() -> None:
     obj = objective()
     x, mix = batch()
     mean, log_var = obj.encoder(x, mix)
-    _, kl = obj.terms(obj.net, x, mix, torch.Generator().manual_seed(1))
+    _, kl = obj.terms(obj.encoder, obj.net, x, mix, torch.Generator().manual_seed(1))
     q = torch.distributions.Normal(mean, (0.5 * log_var).exp())
     p = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
     torch.testing.assert_close(kl, torch.distributions.kl_divergence(q, p).sum(1), rtol=1e-4, atol=1e-4)
@@ -137,6 +137,16 @@ def test_the_vaegan_reconstructs_in_the_discriminators_features_and_its_d_learns
         assert any(not torch.equal(p, q) for p, q in zip(before[key], module.parameters(), strict=True)), key
     features = obj.disc.features(x, mix)
     assert features.shape[0] == 8 and features.ndim == 4
+
+
+@pytest.mark.parametrize("conditioning", ["concat", "projection", "acgan"])
+def test_the_discriminators_one_pass_judge_is_its_score_and_its_features(conditioning: str) -> None:
+    disc = vaegan(dcgan={"d_conditioning": conditioning}).disc.eval()
+    x, mix = batch()
+    logit, groups, features = disc.judge(x, mix)
+    score_logit, score_groups = disc.score(x, mix)
+    assert torch.equal(logit, score_logit) and torch.equal(features, disc.features(x, mix))
+    assert (groups is None) == (conditioning != "acgan") and (groups is None or torch.equal(groups, score_groups))
 
 
 def test_a_vaegan_trains_with_an_acgan_discriminator_and_names_its_recipe() -> None:

@@ -5,8 +5,10 @@ D(x; sigma) = c_skip x + c_out F(c_in x; sigma) whose input and training target 
 at every noise level, and the loss lambda(sigma) ||D - x0||^2 with lambda = 1 / c_out^2 is, written on F,
 the plain ||F - (x0 - c_skip x) / c_out||^2. The score follows from D by Tweedie: (D - x) / sigma^2.
 
-The U-Net of the score family (`nets.unet`, Fourier time features) is called with sigma as its time input
-and divides its output by it, so F = sigma * net(c_in x, sigma, cond) undoes that division.
+How F is read off the U-Net depends on its time embedding (`SDEConfig.time_embedding`). With Fourier
+features the U-Net is called with sigma and divides its output by it, so F = sigma * net(c_in x, sigma,
+cond) undoes that division; with the positional embedding it is called with EDM's c_noise = ln(sigma) / 4
+and F = net(c_in x, c_noise, cond).
 """
 
 from __future__ import annotations
@@ -27,18 +29,18 @@ def coefficients(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, 
     return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt()
 
 
-def raw_output(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, sigma_data: float):
-    """F(c_in x; sigma): the U-Net's output before its division by the time input, in float32."""
-    _, _, c_in = coefficients(sigma, sigma_data)
+def raw_output(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, cfg: SDEConfig):
+    """F(c_in x; sigma): the U-Net's preconditioned output, in float32."""
+    _, _, c_in = coefficients(sigma, cfg.sigma_data)
+    if cfg.time_embedding == "positional":
+        return net(_col(c_in, x) * x, sigma.log() / 4, cond).float()
     return _col(sigma, x) * net(_col(c_in, x) * x, sigma, cond).float()
 
 
-def denoise(
-    net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, sigma_data: float
-) -> torch.Tensor:
+def denoise(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, cfg: SDEConfig) -> torch.Tensor:
     """D(x; sigma), the estimate of x0 for (B, 3, H, W) x at (B,) sigma."""
-    c_skip, c_out, _ = coefficients(sigma, sigma_data)
-    return _col(c_skip, x) * x.float() + _col(c_out, x) * raw_output(net, x, sigma, cond, sigma_data)
+    c_skip, c_out, _ = coefficients(sigma, cfg.sigma_data)
+    return _col(c_skip, x) * x.float() + _col(c_out, x) * raw_output(net, x, sigma, cond, cfg)
 
 
 def edm_loss(
@@ -51,4 +53,4 @@ def edm_loss(
     x = x0 + _col(sigma, x0) * n
     c_skip, c_out, _ = coefficients(sigma, cfg.sigma_data)
     target = (x0.float() - _col(c_skip, x) * x.float()) / _col(c_out, x)
-    return ((raw_output(net, x, sigma, cond, cfg.sigma_data) - target) ** 2).mean()
+    return ((raw_output(net, x, sigma, cond, cfg) - target) ** 2).mean()

@@ -18,7 +18,7 @@ def build_sampling_net(cfg: ModelConfig) -> nn.Module:
         case "ddpm":
             return ConditionalUNet(cfg.unet, cfg.image_size, k, "positional")
         case "sde":
-            return ConditionalUNet(cfg.unet, cfg.image_size, k, "fourier", cfg.sde.fourier_scale)
+            return ConditionalUNet(cfg.unet, cfg.image_size, k, cfg.sde.time_embedding, cfg.sde.fourier_scale)
         case "dcgan":
             return Generator(cfg.dcgan, cfg.image_size, k)
         case "vae" | "vaegan":

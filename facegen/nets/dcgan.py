@@ -95,19 +95,31 @@ class Discriminator(nn.Module):
 
     def score(self, x: torch.Tensor, mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Real/fake logit and, for AC-GAN, the group logits (else None)."""
-        if self.mode == "concat":
-            return self.net(self._input(x, mix)).flatten(), None
-        h = self.net[:-1](x)
-        logit = self.net[-1](h).flatten()
-        pooled = h.mean((2, 3))
-        if self.embed is not None:
-            return logit + (self.embed(mix.to(h.dtype)) * pooled).sum(1), None
-        assert self.group_head is not None
-        return logit, self.group_head(pooled)
+        logit, groups, _ = self.judge(x, mix)
+        return logit, groups
 
     def features(self, x: torch.Tensor, mix: torch.Tensor, depth: int = 3) -> torch.Tensor:
         """The activations after the trunk's `depth`-th stride-2 block (fewer where the trunk is shorter):
         the space in which the VAE-GAN measures reconstruction error (Larsen et al. use the third)."""
+        return self.net[: self._feature_end(depth)](self._input(x, mix))
+
+    def judge(
+        self, x: torch.Tensor, mix: torch.Tensor, depth: int = 3
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """`score` and `features` from one pass through the trunk (the VAE-GAN needs both of its fakes)."""
+        end = self._feature_end(depth)
+        features = self.net[:end](self._input(x, mix))
+        if self.mode == "concat":
+            return self.net[end:](features).flatten(), None, features
+        h = self.net[end:-1](features)
+        logit = self.net[-1](h).flatten()
+        pooled = h.mean((2, 3))
+        if self.embed is not None:
+            return logit + (self.embed(mix.to(h.dtype)) * pooled).sum(1), None, features
+        assert self.group_head is not None
+        return logit, self.group_head(pooled), features
+
+    def _feature_end(self, depth: int) -> int:
+        """Index in `net` just after the `depth`-th stride-2 block."""
         blocks = len(self.net) // 3  # [conv, lrelu] + [conv, bn, lrelu] per further block, + the logit conv
-        end = 2 + 3 * (min(depth, blocks) - 1)
-        return self.net[:end](self._input(x, mix))
+        return 2 + 3 * (min(depth, blocks) - 1)
