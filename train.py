@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recon-std", type=float, help="VAE: std of the Gaussian decoder in [-1, 1] pixel units (default 0.3)"
     )
     p.add_argument(
+        "--latent-adversary",
+        type=float,
+        help="VAE: weight of the encoder's penalty from a critic that reads the group off z (default 0: none)",
+    )
+    p.add_argument(
         "--gamma", type=float, help="VAE-GAN: weight of the feature reconstruction in the decoder's loss (default 0.01)"
     )
     p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
@@ -110,6 +115,7 @@ def flag_overrides(a: argparse.Namespace) -> dict[str, Any]:
             ("kl_warmup_steps", a.kl_warmup),
             ("gamma", a.gamma),
             ("recon_std", a.recon_std),
+            ("latent_adversary", a.latent_adversary),
         )
         if v is not None
     }

@@ -154,6 +154,11 @@ class VAEConfig(Frozen):
     # faces per mix): face detection 0.20 vs 0.00, diversity 5.62 vs 3.69, FD 27.7 vs 62.2 for 0.1, whose
     # sharper likelihood bought a posterior far from the prior (KL ~900 nats) and blobs from prior draws.
     recon_std: float = Field(0.3, gt=0.0, le=10.0)
+    # VAE only: weight of a latent adversary (Lample et al. 2017, Fader networks). A small critic learns
+    # to tell the group from z; the encoder also pays this weight x the critic's cross-entropy against
+    # the uniform distribution (domain confusion, Tzeng et al. 2015), so z stops carrying the group and
+    # the decoder must take it from the mix. 0 is the plain conditional VAE, whose decoder ignored the mix.
+    latent_adversary: float = Field(0.0, ge=0.0, le=100.0)
     # VAE-GAN only (Larsen et al. 2016): the decoder's loss is gamma x the reconstruction error in the
     # discriminator's features plus the GAN loss; gamma trades faithful reconstructions for realism. The
     # feature error is a sum over D's 256x8x8 features at 64 px: 800-1,800 nats in the first 150 steps on
@@ -192,6 +197,8 @@ class ModelConfig(Frozen):
 
     @model_validator(mode="after")
     def _fits(self) -> ModelConfig:
+        if self.vae.latent_adversary and self.family != "vae":
+            raise ValueError("vae.latent_adversary is a VAE setting (the VAE-GAN's discriminator conditions it)")
         if self.family in DIFFUSION_FAMILIES:
             levels = len(self.unet.block_out_channels)
             if self.image_size % 2 ** (levels - 1):

@@ -220,69 +220,96 @@ def _d_recipe(cfg: DCGANConfig, lr_mult: float) -> str:
 class VAEObjective:
     """The negative ELBO of the conditional VAE (Kingma & Welling 2014, eq. 10; Sohn et al. 2015):
     -log p(x | z, mix) for a Gaussian decoder of fixed std, plus beta_t KL(q(z | x, mix) || N(0, I)) in
-    closed form, with z drawn by the reparameterisation trick; beta_t warms up linearly to beta."""
+    closed form, with z drawn by the reparameterisation trick; beta_t warms up linearly to beta.
+
+    With a latent adversary (`VAEConfig.latent_adversary`) a critic learns the group from z and the
+    encoder also pays the critic's cross-entropy against the uniform distribution, weighted."""
 
     run: RunConfig
     device: torch.device
     net: nn.Module
     encoder: nn.Module
+    critic: nn.Module | None
     optimisers: dict[str, torch.optim.Optimizer]
 
     @classmethod
-    def build(cls, run: RunConfig, net: nn.Module, encoder: nn.Module, device: torch.device) -> VAEObjective:
+    def build(
+        cls, run: RunConfig, net: nn.Module, encoder: nn.Module, device: torch.device, critic: nn.Module | None = None
+    ) -> VAEObjective:
         opt = torch.optim.Adam([*net.parameters(), *encoder.parameters()], lr=run.train.lr)
-        return cls(run, device, net, encoder, {"opt": opt})
+        optimisers = {"opt": opt}
+        if critic is not None:
+            optimisers["opt_critic"] = torch.optim.Adam(critic.parameters(), lr=run.train.lr)
+        return cls(run, device, net, encoder, critic, optimisers)
 
     def beta(self, step: int) -> float:
         return kl_weight(self.run.model.vae, step)
 
     def terms(
         self, encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) reconstruction -log p(x | z) (up to a constant) and (B,) KL, in nats per face. Training
-        passes the (possibly DDP-wrapped) networks; held-out figures the bare ones, since rank 0 alone
-        computes them."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,) reconstruction -log p(x | z) (up to a constant), (B,) KL, in nats per face, and the (B, D)
+        z drawn. Training passes the (possibly DDP-wrapped) networks; held-out figures the bare ones,
+        since rank 0 alone computes them."""
         std = self.run.model.vae.recon_std
         with autocast(self.device, self.run.train.precision):
             z, kl = encode(encoder, x, mix, gen)
             recon = decoder(z, mix).float()
         nll = ((recon - x.float()) ** 2).sum(dim=(1, 2, 3)) / (2 * std**2)
-        return nll, kl
+        return nll, kl, z
 
     def step(self, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator, step: int) -> dict[str, float]:
-        nll, kl = self.terms(self.encoder, self.net, x, mix, gen)
+        nll, kl, z = self.terms(self.encoder, self.net, x, mix, gen)
         beta = self.beta(step)
         loss = (nll + beta * kl).mean()
+        logs: dict[str, float] = {}
         opt = self.optimisers["opt"]
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if self.critic is not None:
+            critic_loss = soft_cross_entropy(self.critic(z.detach()), mix)
+            opt_critic = self.optimisers["opt_critic"]
+            opt_critic.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            opt_critic.step()
+            confusion = soft_cross_entropy(bare(self.critic)(z), torch.full_like(mix, 1 / mix.shape[1]))
+            loss = loss + self.run.model.vae.latent_adversary * confusion
+            logs = {"critic_loss": critic_loss.item(), "confusion": confusion.item()}
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.run.train.grad_clip)
+        loss.backward(inputs=params)  # the critic's weights are constants here
+        torch.nn.utils.clip_grad_norm_(params, self.run.train.grad_clip)
         opt.step()
-        return {"train_loss": loss.item(), "recon_nll": nll.mean().item(), "kl": kl.mean().item(), "beta": beta}
+        return {"train_loss": loss.item(), "recon_nll": nll.mean().item(), "kl": kl.mean().item(), "beta": beta} | logs
 
     def held_out(self, ema: nn.Module, x: torch.Tensor, mix: torch.Tensor, noise: NoiseSource) -> dict[str, float]:
-        """test_loss: the negative ELBO at the full beta, through the EMA decoder, with fixed noise."""
+        """test_loss: the negative ELBO at the full beta, through the EMA decoder, with fixed noise; with a
+        latent adversary, test_z_group_ce: the critic's cross-entropy on the held-out z (it cannot read
+        the group off z when this stays near the entropy of the held-out groups, ln K when balanced)."""
         encoder = bare(self.encoder)
         encoder.eval()
         try:
-            nll, kl = self.terms(encoder, ema, x, mix, noise())
+            nll, kl, z = self.terms(encoder, ema, x, mix, noise())
         finally:
             encoder.train()
         beta = self.run.model.vae.beta
-        return {
+        figures = {
             "test_loss": (nll + beta * kl).mean().item(),
             "test_recon_nll": nll.mean().item(),
             "test_kl": kl.mean().item(),
         }
+        if self.critic is not None:
+            with torch.no_grad():
+                figures["test_z_group_ce"] = soft_cross_entropy(bare(self.critic)(z), mix).item()
+        return figures
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"encoder": self.encoder}
+        return {"encoder": self.encoder} | ({"critic": self.critic} if self.critic is not None else {})
 
     def recipe(self) -> str:
         cfg = self.run.model.vae
+        adversary = f", latent adversary {cfg.latent_adversary:g}" if cfg.latent_adversary else ""
         return (
             f"beta {cfg.beta:g} (KL warm-up {cfg.kl_warmup_steps} steps), decoder std {cfg.recon_std:g}, "
-            f"latent {cfg.latent_dim}, EMA {self.run.train.ema_decay:g}"
+            f"latent {cfg.latent_dim}{adversary}, EMA {self.run.train.ema_decay:g}"
         )
 
 
@@ -436,7 +463,7 @@ def build_objective(run: RunConfig, net: nn.Module, device: torch.device, extra:
         case "dcgan":
             return GANObjective.build(run, net, extra["disc"], device)
         case "vae":
-            return VAEObjective.build(run, net, extra["encoder"], device)
+            return VAEObjective.build(run, net, extra["encoder"], device, extra.get("critic"))
         case "vaegan":
             return VAEGANObjective.build(run, net, extra["encoder"], extra["disc"], device)
     raise ValueError(f"unknown family {run.model.family!r}")

@@ -44,7 +44,8 @@ from facegen.sampling import final, sample_grid_request, stream
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
-NETWORK_NAMES = {"disc": "discriminator"}  # how a model card names the never-shipped networks
+# How a model card names the never-shipped networks.
+NETWORK_NAMES = {"disc": "discriminator", "critic": "latent critic"}
 
 
 @dataclass

@@ -49,11 +49,12 @@ def session_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_utkface_folder(tmp_path_factory.mktemp("faces"), n=40)
 
 
-def tiny_run(family: str, data: Path, out: Path, **train: object):
+def tiny_run(family: str, data: Path, out: Path, model: dict | None = None, **train: object):
     return resolve(
         "tiny",
         family,
         {
+            "model": model or {},
             "data": {"path": str(data), "cache_dir": None},
             "train": {"out": str(out), "precision": "fp32", "device": "cpu", **train},
         },

@@ -94,16 +94,26 @@ def test_cli_resume_needs_a_state(tmp_path: Path, session_faces: Path) -> None:
     assert res.returncode != 0 and "no state.pt" in res.stderr
 
 
-@pytest.mark.parametrize("family", ["ddpm", "sde", "dcgan", "vae", "vaegan"])
-def test_resume_matches_an_uninterrupted_run(session_faces: Path, tmp_path: Path, family: str) -> None:
-    full = train(
-        tiny_run(family, session_faces, tmp_path / "full", max_steps=8, save_every=4, sample_every=100), progress=False
-    )
-    train(
-        tiny_run(family, session_faces, tmp_path / "part", max_steps=4, save_every=4, sample_every=100), progress=False
-    )
+@pytest.mark.parametrize(
+    ("family", "model"),
+    [
+        ("ddpm", {}),
+        ("sde", {}),
+        ("sde", {"sde": {"time_embedding": "positional"}}),
+        ("dcgan", {}),
+        ("vae", {}),
+        ("vae", {"vae": {"latent_adversary": 1.0}}),
+        ("vaegan", {}),
+    ],
+)
+def test_resume_matches_an_uninterrupted_run(session_faces: Path, tmp_path: Path, family: str, model: dict) -> None:
+    def run(out: str, steps: int):
+        return tiny_run(family, session_faces, tmp_path / out, model, max_steps=steps, save_every=4, sample_every=100)
+
+    full = train(run("full", 8), progress=False)
+    train(run("part", 4), progress=False)
     resumed = train(
-        tiny_run(family, session_faces, tmp_path / "part", max_steps=8, save_every=4, sample_every=100),
+        run("part", 8),
         resume=tmp_path / "part",
         progress=False,
     )
@@ -181,8 +191,11 @@ def test_warm_up_restarts_with_a_fresh_optimiser() -> None:
 @pytest.mark.slow
 # Every family's networks under DDP; the one-pass families' held-out figures (rank 0 only) must not go
 # through a wrapper that waits for the other ranks (their batch-norm buffers are synced in every forward).
-@pytest.mark.parametrize("family", ["ddpm", "dcgan", "vae", "vaegan"])
-def test_ddp_two_gloo_processes(session_faces: Path, tmp_path: Path, family: str) -> None:
+@pytest.mark.parametrize(
+    ("family", "flags"),
+    [("ddpm", []), ("dcgan", []), ("vae", []), ("vae", ["--latent-adversary", "1"]), ("vaegan", [])],
+)
+def test_ddp_two_gloo_processes(session_faces: Path, tmp_path: Path, family: str, flags: list[str]) -> None:
     out = tmp_path / "ddp"
     cmd = [
         sys.executable,
@@ -209,6 +222,7 @@ def test_ddp_two_gloo_processes(session_faces: Path, tmp_path: Path, family: str
         "--cache-dir",
         str(tmp_path / "cache"),
         "--no-progress",
+        *flags,
     ]
     res = subprocess.run(
         cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}

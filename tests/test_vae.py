@@ -15,15 +15,17 @@ import torch.nn.functional as F
 from facegen.checkpoints import CheckpointError
 from facegen.config import resolve
 from facegen.nets import build_sampling_net, build_training_networks
-from facegen.objectives import VAEGANObjective, VAEObjective, _frozen_call
+from facegen.objectives import VAEGANObjective, VAEObjective, _frozen_call, encode, soft_cross_entropy
 from facegen.pipeline import FaceGenerator
 
 
 def objective(**vae: object) -> VAEObjective:
     torch.manual_seed(0)
     run = resolve("tiny", "vae", {"data": {"path": "x"}, "train": {"precision": "fp32"}, "model": {"vae": vae}})
-    decoder = build_sampling_net(run.model)
-    return VAEObjective.build(run, decoder, build_training_networks(run.model)["encoder"], torch.device("cpu"))
+    extra = build_training_networks(run.model)
+    return VAEObjective.build(
+        run, build_sampling_net(run.model), extra["encoder"], torch.device("cpu"), extra.get("critic")
+    )
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +37,7 @@ def test_the_kl_term_is_the_closed_form_of_torch_distributions() -> None:
     obj = objective()
     x, mix = batch()
     mean, log_var = obj.encoder(x, mix)
-    _, kl = obj.terms(obj.encoder, obj.net, x, mix, torch.Generator().manual_seed(1))
+    _, kl, _ = obj.terms(obj.encoder, obj.net, x, mix, torch.Generator().manual_seed(1))
     q = torch.distributions.Normal(mean, (0.5 * log_var).exp())
     p = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
     torch.testing.assert_close(kl, torch.distributions.kl_divergence(q, p).sum(1), rtol=1e-4, atol=1e-4)
@@ -83,6 +85,51 @@ def test_prior_samples_follow_the_seed_and_the_mix(tiny_checkpoints: dict[str, P
     a, b = gen.generate([3, 4], [1, 0, 0, 0, 0])
     assert a.tobytes() == gen.generate([3], [1, 0, 0, 0, 0])[0].tobytes() and a.tobytes() != b.tobytes()
     assert a.tobytes() != gen.generate([3], [0, 1, 0, 0, 0])[0].tobytes()
+
+
+def test_the_latent_adversary_pushes_the_encoder_only_and_its_critic_learns() -> None:
+    """The confusion term reaches the encoder, not the decoder: the decoder's gradient is the same at
+    adversary weights 1 and 5 and the encoder's is not. The critic steps on its own loss."""
+    grads, critics = {}, {}
+    for weight in (1.0, 5.0):
+        obj = objective(kl_warmup_steps=0, latent_adversary=weight)
+        assert set(obj.networks()) == {"encoder", "critic"} and "latent adversary" in obj.recipe()
+        before = [p.detach().clone() for p in obj.critic.parameters()]
+        logs = obj.step(*batch(), torch.Generator().manual_seed(1), 0)
+        assert {"critic_loss", "confusion"} <= set(logs)
+        assert all(not torch.equal(a, b) for a, b in zip(before, obj.critic.parameters(), strict=True))
+        grads[weight] = {
+            k: [p.grad.clone() for p in m.parameters()] for k, m in (("enc", obj.encoder), ("dec", obj.net))
+        }
+        critics[weight] = [p.grad for p in obj.critic.parameters()]
+    for a, b in zip(grads[1.0]["dec"], grads[5.0]["dec"], strict=True):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(grads[1.0]["enc"], grads[5.0]["enc"], strict=True))
+    assert objective().critic is None and set(objective().networks()) == {"encoder"}
+
+
+def test_against_a_fixed_critic_the_encoder_hides_the_group() -> None:
+    """A critic that has learnt the groups of a batch from z is confident (confusion, its cross-entropy
+    against uniform, far above ln 5); with the critic held fixed, encoder steps drive it towards ln 5."""
+    x, mix = batch()
+    obj = objective(kl_warmup_steps=0, latent_adversary=100.0)
+    opt_critic = obj.optimisers["opt_critic"]
+    for _ in range(60):
+        z, _ = encode(obj.encoder, x, mix, torch.Generator().manual_seed(1))
+        loss = soft_cross_entropy(obj.critic(z.detach()), mix)
+        opt_critic.zero_grad()
+        loss.backward()
+        opt_critic.step()
+    assert loss.item() < 0.1
+    for group in opt_critic.param_groups:
+        group["lr"] = 0.0
+    confusion = [obj.step(x, mix, torch.Generator().manual_seed(1), s)["confusion"] for s in range(20)]
+    assert confusion[0] > 4.0 and confusion[-1] < 2.0, confusion
+
+
+def test_the_latent_adversary_is_a_vae_setting() -> None:
+    with pytest.raises(ValueError, match="latent_adversary"):
+        resolve("tiny", "vaegan", {"data": {"path": "x"}, "model": {"vae": {"latent_adversary": 1.0}}})
 
 
 def vaegan(**model: object) -> VAEGANObjective:

@@ -1,7 +1,7 @@
 """The conditional VAE's networks (Sohn et al. 2015). The decoder p(x | z, mix) is the DCGAN generator
 (`nets.dcgan.Generator`, the mix concatenated to z); the encoder q(z | x, mix) is the DCGAN
 discriminator's convolutional body with the mix as K constant input planes, ending in the mean and log
-variance of a diagonal Gaussian instead of a logit."""
+variance of a diagonal Gaussian instead of a logit. `LatentCritic` guesses the group from z (training only)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,21 @@ class Encoder(nn.Module):
         planes = mix.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
         mean, log_var = self.net(torch.cat([x, planes], dim=1)).flatten(1).chunk(2, dim=1)
         return mean, log_var.clamp(-30.0, 20.0)
+
+
+class LatentCritic(nn.Module):
+    """(B, latent_dim) z -> (B, K) group logits: the latent adversary of a Fader network (Lample et al.
+    2017), a two-layer MLP as theirs. Never shipped."""
+
+    def __init__(self, cfg: VAEConfig, num_groups: int, width: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(cfg.latent_dim, width),
+            nn.LeakyReLU(0.2, True),
+            nn.Linear(width, width),
+            nn.LeakyReLU(0.2, True),
+            nn.Linear(width, num_groups),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
