@@ -34,7 +34,10 @@ train_arm() {  # FAMILY ARM: train in SNAP-step segments (resume is exact), copy
       --data "$DATA" --config "scripts/recipe_arms/$arm.json" --max-steps "$end" --save-every "$SNAP" \
       --sample-every "$SNAP" --out "$run" --resume latest --no-progress >>"$run.log" 2>&1 ||
       { echo "$family-$arm failed; see $run.log" >&2; return 1; }
-    source scripts/common.sh && copy_checkpoint "$run/checkpoint" "$snap"
+    source scripts/common.sh
+    # A run stopped by a signal saves and exits 0 short of its end: never file that as the end's snapshot.
+    [ "$(checkpoint_step "$run/checkpoint")" = "$end" ] || { echo "$family-$arm stopped before step $end" >&2; return 1; }
+    copy_checkpoint "$run/checkpoint" "$snap"
     echo "$snap"
   done
 }
