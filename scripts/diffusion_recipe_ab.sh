@@ -7,8 +7,11 @@
 # cost here: the arms share one network (CPU-hours are in each row to check it).
 #   OUT=runs/ab/recipe STEPS=3000 SNAP=1000 ARMS="new today" scripts/diffusion_recipe_ab.sh
 # Any family can be compared the same way (e.g. FAMILIES=vae ARMS="recon-std-0.1 recon-std-0.3").
+# INIT=FOLDER branches every arm from one checkpoint (--init-from: its weights, a fresh optimiser) instead
+# of from scratch, for what can change on trained weights (e.g. the noise levels the score model trains
+# on); STEPS is then counted from that checkpoint's step.
 # Environment: PRESET (cpu), DEVICE (auto), PARALLEL (2: arms trained at once; each gets
-# OMP_NUM_THREADS=1 on a CPU), FAMILIES ("ddpm sde"), N (50), CLASSIFIER, REFERENCE_FRACTION (0.02).
+# OMP_NUM_THREADS=1 on a CPU), FAMILIES ("ddpm sde"), N (50), CLASSIFIER, REFERENCE_FRACTION (0.02), INIT.
 # A re-run skips what exists, so it resumes after a kill and only evaluates when training is done.
 source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/ab/recipe}
@@ -21,18 +24,24 @@ DEVICE=${DEVICE:-auto}
 PARALLEL=${PARALLEL:-2}
 N=${N:-50}
 CLASSIFIER=${CLASSIFIER:-checkpoints/classifier}
+INIT=${INIT:-}
+START=0
+if [ -n "$INIT" ]; then
+  START=$(checkpoint_step "$INIT")
+  [ "$(wc -w <<<"$FAMILIES")" = 1 ] || { echo "INIT branches one family's arms: give FAMILIES one family" >&2; exit 2; }
+fi
 mkdir -p "$OUT/snapshots"
-export PY DATA OUT STEPS SNAP PRESET DEVICE
+export PY DATA OUT STEPS SNAP PRESET DEVICE INIT START
 
 train_arm() {  # FAMILY ARM: train in SNAP-step segments (resume is exact), copying each end to a snapshot
   local family=$1 arm=$2 run="$OUT/$1-$2"
-  for ((end = SNAP; end <= STEPS; end += SNAP)); do
+  for ((end = START + SNAP; end <= START + STEPS; end += SNAP)); do
     local snap
     snap=$(printf "%s/snapshots/%s-%s-%06d" "$OUT" "$family" "$arm" "$end")
     [ -f "$snap/model.safetensors" ] && continue
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" train.py --model "$family" --preset "$PRESET" --device "$DEVICE" \
       --data "$DATA" --config "scripts/recipe_arms/$arm.json" --max-steps "$end" --save-every "$SNAP" \
-      --sample-every "$SNAP" --out "$run" --resume latest --no-progress >>"$run.log" 2>&1 ||
+      --sample-every "$SNAP" --out "$run" --resume latest ${INIT:+--init-from "$INIT"} --no-progress >>"$run.log" 2>&1 ||
       { echo "$family-$arm failed; see $run.log" >&2; return 1; }
     source scripts/common.sh
     # A run stopped by a signal saves and exits 0 short of its end: never file that as the end's snapshot.

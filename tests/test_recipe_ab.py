@@ -51,3 +51,18 @@ def test_recipe_ab_trains_each_arm_in_segments_and_evaluates_every_snapshot(tmp_
     # A re-run finds every snapshot and trains nothing more.
     again = subprocess.run(["bash", script], env=env, capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0 and "snapshots/" not in again.stdout
+    # INIT branches arms from one checkpoint: steps count on from its step, each arm with its own config.
+    start = out / "snapshots" / "sde-new-000004"
+    branch = out.parent / "branch"
+    env |= {"OUT": str(branch), "INIT": str(start), "ARMS": "new noise-x2", "STEPS": "2", "SNAP": "2"}
+    done = subprocess.run(["bash", script], env=env, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    names = sorted(p.name for p in (branch / "snapshots").iterdir())
+    assert names == ["sde-new-000006", "sde-noise-x2-000006"]
+    _, card = read_weights(branch / "snapshots" / "sde-noise-x2-000006")
+    assert card["step"] == 6 and "continued from the weights" in card["history"][-1]["how"]
+    assert json.loads((branch / "snapshots" / "sde-noise-x2-000006" / "config.json").read_text())["model"]["sde"][
+        "p_mean"
+    ] == pytest.approx(-0.507)
+    two = subprocess.run(["bash", script], env=env | {"FAMILIES": "sde ddpm"}, capture_output=True, text=True)
+    assert two.returncode == 2 and "one family" in two.stderr
