@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="VAE: weight of the encoder's penalty from a critic that reads the group off z (default 0: none)",
     )
     p.add_argument(
+        "--aux-classifier",
+        type=float,
+        help="VAE: weight of an auxiliary group classifier's cross-entropy on prior draws at a requested mix "
+        "(default 0: none)",
+    )
+    p.add_argument(
         "--gamma", type=float, help="VAE-GAN: weight of the feature reconstruction in the decoder's loss (default 0.01)"
     )
     p.add_argument("--seed", type=int, help="seed of every random draw (default 0)")
@@ -116,6 +122,7 @@ def flag_overrides(a: argparse.Namespace) -> dict[str, Any]:
             ("gamma", a.gamma),
             ("recon_std", a.recon_std),
             ("latent_adversary", a.latent_adversary),
+            ("aux_classifier", a.aux_classifier),
         )
         if v is not None
     }

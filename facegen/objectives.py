@@ -223,7 +223,9 @@ class VAEObjective:
     closed form, with z drawn by the reparameterisation trick; beta_t warms up linearly to beta.
 
     With a latent adversary (`VAEConfig.latent_adversary`) a critic learns the group from z and the
-    encoder also pays the critic's cross-entropy against the uniform distribution, weighted."""
+    encoder also pays the critic's cross-entropy against the uniform distribution, weighted. With an
+    auxiliary classifier (`VAEConfig.aux_classifier`) a classifier learns the groups of real faces and
+    the decoder also pays its cross-entropy on prior draws against the mix they were drawn at, weighted."""
 
     run: RunConfig
     device: torch.device
@@ -231,35 +233,58 @@ class VAEObjective:
     encoder: nn.Module
     critic: nn.Module | None
     optimisers: dict[str, torch.optim.Optimizer]
+    aux: nn.Module | None = None
 
     @classmethod
     def build(
-        cls, run: RunConfig, net: nn.Module, encoder: nn.Module, device: torch.device, critic: nn.Module | None = None
+        cls,
+        run: RunConfig,
+        net: nn.Module,
+        encoder: nn.Module,
+        device: torch.device,
+        critic: nn.Module | None = None,
+        aux: nn.Module | None = None,
     ) -> VAEObjective:
         opt = torch.optim.Adam([*net.parameters(), *encoder.parameters()], lr=run.train.lr)
         optimisers = {"opt": opt}
         if critic is not None:
             optimisers["opt_critic"] = torch.optim.Adam(critic.parameters(), lr=run.train.lr)
-        return cls(run, device, net, encoder, critic, optimisers)
+        if aux is not None:
+            optimisers["opt_aux"] = torch.optim.Adam(aux.parameters(), lr=run.train.lr)
+        return cls(run, device, net, encoder, critic, optimisers, aux)
 
     def beta(self, step: int) -> float:
         return kl_weight(self.run.model.vae, step)
 
     def terms(
-        self, encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B,) reconstruction -log p(x | z) (up to a constant), (B,) KL, in nats per face, and the (B, D)
-        z drawn. Training passes the (possibly DDP-wrapped) networks; held-out figures the bare ones,
-        since rank 0 alone computes them."""
-        std = self.run.model.vae.recon_std
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        x: torch.Tensor,
+        mix: torch.Tensor,
+        gen: torch.Generator,
+        prior_mix: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B,) reconstruction -log p(x | z) (up to a constant), (B,) KL, in nats per face, the (B, D) z
+        drawn and, given `prior_mix`, one decoded prior draw per face at it (from the same decoder pass:
+        one forward per step under DDP, and the same batch-norm statistics). Training passes the
+        (possibly DDP-wrapped) networks; held-out figures the bare ones, since rank 0 alone computes them."""
+        std, b = self.run.model.vae.recon_std, x.shape[0]
         with autocast(self.device, self.run.train.precision):
             z, kl = encode(encoder, x, mix, gen)
-            recon = decoder(z, mix).float()
+            if prior_mix is None:
+                recon, drawn = decoder(z, mix).float(), None
+            else:
+                u = torch.randn(z.shape, generator=gen).to(z)
+                out = decoder(torch.cat([z, u]), torch.cat([mix, prior_mix])).float()
+                recon, drawn = out[:b], out[b:]
         nll = ((recon - x.float()) ** 2).sum(dim=(1, 2, 3)) / (2 * std**2)
-        return nll, kl, z
+        return nll, kl, z, drawn
 
     def step(self, x: torch.Tensor, mix: torch.Tensor, gen: torch.Generator, step: int) -> dict[str, float]:
-        nll, kl, z = self.terms(self.encoder, self.net, x, mix, gen)
+        cfg = self.run.model.vae
+        prior_mix = random_blends(mix, cfg.aux_blends, gen) if self.aux is not None else None
+        nll, kl, z, drawn = self.terms(self.encoder, self.net, x, mix, gen, prior_mix)
         beta = self.beta(step)
         loss = (nll + beta * kl).mean()
         logs: dict[str, float] = {}
@@ -272,29 +297,47 @@ class VAEObjective:
             critic_loss.backward()
             opt_critic.step()
             confusion = soft_cross_entropy(bare(self.critic)(z), torch.full_like(mix, 1 / mix.shape[1]))
-            loss = loss + self.run.model.vae.latent_adversary * confusion
+            loss = loss + cfg.latent_adversary * confusion
             logs = {"critic_loss": critic_loss.item(), "confusion": confusion.item()}
+        if self.aux is not None and drawn is not None and prior_mix is not None:
+            with autocast(self.device, self.run.train.precision):
+                aux_real = soft_cross_entropy(self.aux(x).float(), mix)
+            opt_aux = self.optimisers["opt_aux"]
+            opt_aux.zero_grad(set_to_none=True)
+            aux_real.backward()
+            opt_aux.step()
+            with autocast(self.device, self.run.train.precision):
+                aux_drawn = soft_cross_entropy(_frozen_call(bare(self.aux), drawn).float(), prior_mix)
+            loss = loss + cfg.aux_classifier * aux_drawn
+            logs |= {"aux_real_loss": aux_real.item(), "aux_drawn_loss": aux_drawn.item()}
         opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=params)  # the critic's weights are constants here
+        loss.backward(inputs=params)  # the critic's and the classifier's weights are constants here
         torch.nn.utils.clip_grad_norm_(params, self.run.train.grad_clip)
         opt.step()
         return {"train_loss": loss.item(), "recon_nll": nll.mean().item(), "kl": kl.mean().item(), "beta": beta} | logs
 
     def held_out(self, ema: nn.Module, x: torch.Tensor, mix: torch.Tensor, noise: NoiseSource) -> dict[str, float]:
-        """test_loss: the negative ELBO at the full beta, through the EMA decoder, with fixed noise; with a
-        latent adversary, test_z_group_ce: the critic's cross-entropy on the held-out z (it cannot read
-        the group off z when this stays near the entropy of the held-out groups, ln K when balanced)."""
+        """test_loss: the negative ELBO at the full beta, through the EMA decoder, with fixed noise.
+        cond_signal: the mean |D(u, mix) - D(u, mix')| of the EMA decoder over prior draws u, mix' the
+        batch's mixes rolled by one: how much a prior sample depends on the mix it is asked for (near 0:
+        the decoder ignores it). With a latent adversary, test_z_group_ce: the critic's cross-entropy on
+        the held-out z (it cannot read the group off z when this stays near the entropy of the held-out
+        groups, ln K when balanced)."""
         encoder = bare(self.encoder)
         encoder.eval()
         try:
-            nll, kl, z = self.terms(encoder, ema, x, mix, noise())
+            nll, kl, z, _ = self.terms(encoder, ema, x, mix, noise())
         finally:
             encoder.train()
         beta = self.run.model.vae.beta
+        u = torch.randn(z.shape, generator=noise()).to(z)
+        with autocast(self.device, self.run.train.precision):
+            signal = (ema(u, mix).float() - ema(u, mix.roll(1, dims=0)).float()).abs().mean()
         figures = {
             "test_loss": (nll + beta * kl).mean().item(),
             "test_recon_nll": nll.mean().item(),
             "test_kl": kl.mean().item(),
+            "cond_signal": signal.item(),
         }
         if self.critic is not None:
             with torch.no_grad():
@@ -302,14 +345,16 @@ class VAEObjective:
         return figures
 
     def networks(self) -> dict[str, nn.Module]:
-        return {"encoder": self.encoder} | ({"critic": self.critic} if self.critic is not None else {})
+        extra = {"critic": self.critic, "aux_classifier": self.aux}
+        return {"encoder": self.encoder} | {k: m for k, m in extra.items() if m is not None}
 
     def recipe(self) -> str:
         cfg = self.run.model.vae
         adversary = f", latent adversary {cfg.latent_adversary:g}" if cfg.latent_adversary else ""
+        aux = f", auxiliary classifier {cfg.aux_classifier:g} (blends {cfg.aux_blends:g})" if cfg.aux_classifier else ""
         return (
             f"beta {cfg.beta:g} (KL warm-up {cfg.kl_warmup_steps} steps), decoder std {cfg.recon_std:g}, "
-            f"latent {cfg.latent_dim}{adversary}, EMA {self.run.train.ema_decay:g}"
+            f"latent {cfg.latent_dim}{adversary}{aux}, EMA {self.run.train.ema_decay:g}"
         )
 
 
@@ -463,7 +508,9 @@ def build_objective(run: RunConfig, net: nn.Module, device: torch.device, extra:
         case "dcgan":
             return GANObjective.build(run, net, extra["disc"], device)
         case "vae":
-            return VAEObjective.build(run, net, extra["encoder"], device, extra.get("critic"))
+            return VAEObjective.build(
+                run, net, extra["encoder"], device, extra.get("critic"), extra.get("aux_classifier")
+            )
         case "vaegan":
             return VAEGANObjective.build(run, net, extra["encoder"], extra["disc"], device)
     raise ValueError(f"unknown family {run.model.family!r}")

@@ -103,6 +103,7 @@ def test_cli_resume_needs_a_state(tmp_path: Path, session_faces: Path) -> None:
         ("dcgan", {}),
         ("vae", {}),
         ("vae", {"vae": {"latent_adversary": 1.0}}),
+        ("vae", {"vae": {"aux_classifier": 0.0}}),
         ("vaegan", {}),
     ],
 )
@@ -193,7 +194,14 @@ def test_warm_up_restarts_with_a_fresh_optimiser() -> None:
 # through a wrapper that waits for the other ranks (their batch-norm buffers are synced in every forward).
 @pytest.mark.parametrize(
     ("family", "flags"),
-    [("ddpm", []), ("dcgan", []), ("vae", []), ("vae", ["--latent-adversary", "1"]), ("vaegan", [])],
+    [
+        ("ddpm", []),
+        ("dcgan", []),
+        ("vae", []),
+        ("vae", ["--latent-adversary", "1"]),
+        ("vae", ["--aux-classifier", "0"]),
+        ("vaegan", []),
+    ],
 )
 def test_ddp_two_gloo_processes(session_faces: Path, tmp_path: Path, family: str, flags: list[str]) -> None:
     out = tmp_path / "ddp"

@@ -24,7 +24,12 @@ def objective(**vae: object) -> VAEObjective:
     run = resolve("tiny", "vae", {"data": {"path": "x"}, "train": {"precision": "fp32"}, "model": {"vae": vae}})
     extra = build_training_networks(run.model)
     return VAEObjective.build(
-        run, build_sampling_net(run.model), extra["encoder"], torch.device("cpu"), extra.get("critic")
+        run,
+        build_sampling_net(run.model),
+        extra["encoder"],
+        torch.device("cpu"),
+        extra.get("critic"),
+        extra.get("aux_classifier"),
     )
 
 
@@ -37,7 +42,7 @@ def test_the_kl_term_is_the_closed_form_of_torch_distributions() -> None:
     obj = objective()
     x, mix = batch()
     mean, log_var = obj.encoder(x, mix)
-    _, kl, _ = obj.terms(obj.encoder, obj.net, x, mix, torch.Generator().manual_seed(1))
+    _, kl, _, _ = obj.terms(obj.encoder, obj.net, x, mix, torch.Generator().manual_seed(1))
     q = torch.distributions.Normal(mean, (0.5 * log_var).exp())
     p = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
     torch.testing.assert_close(kl, torch.distributions.kl_divergence(q, p).sum(1), rtol=1e-4, atol=1e-4)
@@ -92,7 +97,7 @@ def test_the_latent_adversary_pushes_the_encoder_only_and_its_critic_learns() ->
     adversary weights 1 and 5 and the encoder's is not. The critic steps on its own loss."""
     grads, critics = {}, {}
     for weight in (1.0, 5.0):
-        obj = objective(kl_warmup_steps=0, latent_adversary=weight)
+        obj = objective(kl_warmup_steps=0, latent_adversary=weight, aux_classifier=0.0)
         assert set(obj.networks()) == {"encoder", "critic"} and "latent adversary" in obj.recipe()
         before = [p.detach().clone() for p in obj.critic.parameters()]
         logs = obj.step(*batch(), torch.Generator().manual_seed(1), 0)
@@ -105,14 +110,14 @@ def test_the_latent_adversary_pushes_the_encoder_only_and_its_critic_learns() ->
     for a, b in zip(grads[1.0]["dec"], grads[5.0]["dec"], strict=True):
         torch.testing.assert_close(a, b)
     assert any(not torch.allclose(a, b) for a, b in zip(grads[1.0]["enc"], grads[5.0]["enc"], strict=True))
-    assert objective().critic is None and set(objective().networks()) == {"encoder"}
+    assert objective().critic is None and set(objective(aux_classifier=0.0).networks()) == {"encoder"}
 
 
 def test_against_a_fixed_critic_the_encoder_hides_the_group() -> None:
     """A critic that has learnt the groups of a batch from z is confident (confusion, its cross-entropy
     against uniform, far above ln 5); with the critic held fixed, encoder steps drive it towards ln 5."""
     x, mix = batch()
-    obj = objective(kl_warmup_steps=0, latent_adversary=100.0)
+    obj = objective(kl_warmup_steps=0, latent_adversary=100.0, aux_classifier=0.0)
     opt_critic = obj.optimisers["opt_critic"]
     for _ in range(60):
         z, _ = encode(obj.encoder, x, mix, torch.Generator().manual_seed(1))
@@ -127,9 +132,63 @@ def test_against_a_fixed_critic_the_encoder_hides_the_group() -> None:
     assert confusion[0] > 4.0 and confusion[-1] < 2.0, confusion
 
 
-def test_the_latent_adversary_is_a_vae_setting() -> None:
-    with pytest.raises(ValueError, match="latent_adversary"):
-        resolve("tiny", "vaegan", {"data": {"path": "x"}, "model": {"vae": {"latent_adversary": 1.0}}})
+@pytest.mark.parametrize("field", ["latent_adversary", "aux_classifier"])
+def test_the_latent_adversary_and_the_aux_classifier_are_vae_settings(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        resolve("tiny", "vaegan", {"data": {"path": "x"}, "model": {"vae": {field: 1.0}}})
+
+
+def test_the_aux_classifier_learns_real_faces_and_grades_the_decoders_prior_draws() -> None:
+    """The classifier steps on real faces; its cross-entropy on prior draws reaches the decoder (whose
+    gradient changes with the weight) and never the classifier's own weights."""
+    grads = {}
+    for weight in (1.0, 5.0):
+        obj = objective(kl_warmup_steps=0, aux_classifier=weight)
+        assert obj.aux is not None and set(obj.networks()) == {"encoder", "aux_classifier"}
+        assert "auxiliary classifier" in obj.recipe()
+        before = [p.detach().clone() for p in obj.aux.parameters()]
+        logs = obj.step(*batch(), torch.Generator().manual_seed(1), 0)
+        assert {"aux_real_loss", "aux_drawn_loss"} <= set(logs)
+        assert all(not torch.equal(a, b) for a, b in zip(before, obj.aux.parameters(), strict=True))
+        grads[weight] = [p.grad.clone() for p in obj.net.parameters()]
+        aux_grads = [p.grad.clone() for p in obj.aux.parameters()]
+        real_only = objective(kl_warmup_steps=0, aux_classifier=weight)  # same init: its real-face gradient
+        x, mix = batch()
+        soft_cross_entropy(real_only.aux(x), mix).backward()
+        for a, b in zip(aux_grads, real_only.aux.parameters(), strict=True):
+            torch.testing.assert_close(a, b.grad)
+    assert any(not torch.allclose(a, b) for a, b in zip(grads[1.0], grads[5.0], strict=True))
+    assert objective(aux_classifier=0.0).aux is None and objective().aux is not None
+
+
+def test_against_a_fixed_classifier_the_decoder_draws_the_requested_groups() -> None:
+    """A classifier that has learnt the groups of a batch judges the decoder's prior draws at chance or
+    worse at first; with the classifier held fixed, decoder steps drive its cross-entropy on them down."""
+    x, mix = batch()
+    obj = objective(kl_warmup_steps=0, aux_classifier=100.0, aux_blends=0.0)
+    assert obj.aux is not None
+    opt = torch.optim.Adam(obj.aux.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = soft_cross_entropy(obj.aux(x), mix)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1
+    for group in obj.optimisers["opt_aux"].param_groups:
+        group["lr"] = 0.0
+    drawn = [obj.step(x, mix, torch.Generator().manual_seed(1), s)["aux_drawn_loss"] for s in range(20)]
+    assert drawn[0] > 1.0 and drawn[-1] < 0.1 * drawn[0], drawn
+
+
+def test_cond_signal_measures_how_much_prior_draws_depend_on_the_mix() -> None:
+    obj = objective()
+    x, mix = batch()
+    held_out = lambda: obj.held_out(obj.net.eval(), x, mix, lambda: torch.Generator().manual_seed(2))  # noqa: E731
+    assert held_out()["cond_signal"] > 0.0
+    first = obj.net.net[0]  # the ConvTranspose over [z, mix]: zero the mix's input rows
+    with torch.no_grad():
+        first.weight[-mix.shape[1] :] = 0.0
+    assert held_out()["cond_signal"] == 0.0
 
 
 def vaegan(**model: object) -> VAEGANObjective:

@@ -7,7 +7,7 @@ from torch import nn
 from facegen.config import ModelConfig
 from facegen.nets.dcgan import Discriminator, Generator
 from facegen.nets.unet import ConditionalUNet
-from facegen.nets.vae import Encoder, LatentCritic, decoder
+from facegen.nets.vae import AuxiliaryClassifier, Encoder, LatentCritic, decoder
 
 
 def build_sampling_net(cfg: ModelConfig) -> nn.Module:
@@ -28,14 +28,19 @@ def build_sampling_net(cfg: ModelConfig) -> nn.Module:
 
 def build_training_networks(cfg: ModelConfig) -> dict[str, nn.Module]:
     """The networks a family trains beside the shipped one, never shipped: a GAN's discriminator, a VAE's
-    encoder (and its latent critic with an adversary), a VAE-GAN's encoder and discriminator (keys as in
+    encoder (and its latent critic and auxiliary classifier when weighted), a VAE-GAN's encoder and discriminator (keys as in
     the training state)."""
     match cfg.family:
         case "dcgan":
             return {"disc": build_discriminator(cfg)}
         case "vae":
-            encoder = {"encoder": Encoder(cfg.vae, cfg.image_size, len(cfg.groups))}
-            return encoder | ({"critic": LatentCritic(cfg.vae, len(cfg.groups))} if cfg.vae.latent_adversary else {})
+            k = len(cfg.groups)
+            nets: dict[str, nn.Module] = {"encoder": Encoder(cfg.vae, cfg.image_size, k)}
+            if cfg.vae.latent_adversary:
+                nets["critic"] = LatentCritic(cfg.vae, k)
+            if cfg.vae.aux_classifier:
+                nets["aux_classifier"] = AuxiliaryClassifier(cfg.vae, cfg.image_size, k)
+            return nets
         case "vaegan":
             return {"encoder": Encoder(cfg.vae, cfg.image_size, len(cfg.groups)), "disc": build_discriminator(cfg)}
     return {}

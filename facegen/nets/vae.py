@@ -1,7 +1,8 @@
 """The conditional VAE's networks (Sohn et al. 2015). The decoder p(x | z, mix) is the DCGAN generator
 (`nets.dcgan.Generator`, the mix concatenated to z); the encoder q(z | x, mix) is the DCGAN
 discriminator's convolutional body with the mix as K constant input planes, ending in the mean and log
-variance of a diagonal Gaussian instead of a logit. `LatentCritic` guesses the group from z (training only)."""
+variance of a diagonal Gaussian instead of a logit. `LatentCritic` guesses the group from z and
+`AuxiliaryClassifier` from an image (training only)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,18 @@ class LatentCritic(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+
+class AuxiliaryClassifier(nn.Module):
+    """(B, 3, H, W) image -> (B, K) group logits: the DCGAN discriminator's body with its AC-GAN group head
+    (mean-pooled last features, one linear layer) and no real/fake logit. Learns from real faces only;
+    never shipped."""
+
+    def __init__(self, cfg: VAEConfig, image_size: int, num_groups: int) -> None:
+        super().__init__()
+        layers, width = conv_trunk(3, cfg.channels, image_size)
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_groups))
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
