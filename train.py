@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--aux-classifier",
         type=float,
         help="VAE: weight of an auxiliary group classifier's cross-entropy on prior draws at a requested mix "
-        "(default 0: none)",
+        "(default 10; 0: the plain ELBO)",
     )
     p.add_argument(
         "--gamma", type=float, help="VAE-GAN: weight of the feature reconstruction in the decoder's loss (default 0.01)"

@@ -28,8 +28,8 @@ def build_sampling_net(cfg: ModelConfig) -> nn.Module:
 
 def build_training_networks(cfg: ModelConfig) -> dict[str, nn.Module]:
     """The networks a family trains beside the shipped one, never shipped: a GAN's discriminator, a VAE's
-    encoder (and its latent critic and auxiliary classifier when weighted), a VAE-GAN's encoder and discriminator (keys as in
-    the training state)."""
+    encoder (and its latent critic and auxiliary classifier when weighted), a VAE-GAN's encoder and
+    discriminator (keys as in the training state)."""
     match cfg.family:
         case "dcgan":
             return {"disc": build_discriminator(cfg)}
