@@ -131,7 +131,11 @@ class DiffusionObjective:
         loss = (
             f"{m.ddpm.prediction}-prediction, {m.ddpm.loss_weight} weighting"
             if m.family == "ddpm"
-            else ("EDM preconditioning and loss" if m.sde.kind == "edm" else f"{m.sde.kind.upper()} DSM")
+            else (
+                f"EDM preconditioning and loss, ln sigma ~ N({m.sde.p_mean:g}, {m.sde.p_std:g}^2)"
+                if m.sde.kind == "edm"
+                else f"{m.sde.kind.upper()} DSM"
+            )
         )
         return (
             f"{loss}, EMA {t.ema_decay:g}, mix table N(0, {m.unet.mix_embed_std:g}^2) at lr x{t.cond_lr_mult:g}, "

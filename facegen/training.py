@@ -277,7 +277,7 @@ class Trainer:
         m = self.run.model
         sampler, steps = {"ddpm": ("ddim", 25), "sde": ("ode", 25)}.get(m.family, ("single", 1))
         if m.family == "sde" and m.sde.kind == "edm":
-            sampler, steps = "heun", 18
+            sampler, steps = "dpmpp_2m", 18
         self.ema.eval()
         rows = [
             plots.to_pil(final(stream(m, self.ema, req, self.device, self.run.train.precision)).x_t)

@@ -4,6 +4,7 @@ sampler on Gaussian data whose denoiser is known in closed form, the condition's
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from facegen.config import DDPMConfig, SDEConfig, resolve
 from facegen.diffusion import edm
 from facegen.diffusion.ddpm import alphas_cumprod, eps_from_output, loss_weights, x0_from_eps
-from facegen.diffusion.samplers import edm_heun, karras_sigmas
+from facegen.diffusion.samplers import Step, edm_dpmpp_2m, edm_heun, karras_sigmas
 from facegen.nets import build_sampling_net
 from tests.conftest import REPO, tiny_run
 
@@ -104,22 +105,40 @@ def test_karras_sigmas_run_from_max_to_min_then_zero() -> None:
     assert torch.isclose(s[0], torch.tensor(80.0)) and torch.isclose(s[-2], torch.tensor(0.002))
 
 
-def test_edm_heun_with_the_exact_denoiser_follows_the_exact_flow() -> None:
-    """For N(0, S^2) data the probability-flow ODE is x(sigma) = x_T sqrt(S^2 + sigma^2) / sqrt(S^2 + sigma_max^2):
-    Heun's result converges to it as the steps grow (measured: 5.5% off at 18 steps, 0.6% at 50)."""
+def _solve_exact_flow(sampler: Callable[..., Iterator[Step]], steps: int) -> tuple[list[Step], float]:
+    """A sigma sampler's run on the exact denoiser of N(0, S^2) data from x_T = 80, and its relative error
+    against the exact probability-flow ODE x(sigma) = x_T sqrt(S^2 + sigma^2) / sqrt(S^2 + sigma_max^2)."""
     net = ExactGaussianNet()
-    x_T = torch.full((1, 1, 1, 1), 80.0)
     exact = 80.0 * S / (S**2 + 80.0**2) ** 0.5
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return edm.denoise(net, x, sigma, None, SDEConfig(kind="edm"))
+
+    run = list(sampler(denoise, karras_sigmas(0.002, 80.0, steps), torch.full((1, 1, 1, 1), 80.0)))
+    return run, abs(float(run[-1].x_t) - exact) / exact
+
+
+def test_edm_heun_with_the_exact_denoiser_follows_the_exact_flow() -> None:
+    """Heun's result converges to the exact flow as the steps grow (measured: 5.5% off at 18 steps, 0.6%
+    at 50), at 2 n - 1 evaluations for n steps."""
     errors = []
     for n in (18, 50, 200):
-        steps = list(
-            edm_heun(
-                lambda x, s: edm.denoise(net, x, s, None, SDEConfig(kind="edm")), karras_sigmas(0.002, 80.0, n), x_T
-            )
-        )
-        assert len(steps) == n and steps[-1].nfe == 2 * n - 1
-        errors.append(abs(float(steps[-1].x_t) - exact) / exact)
+        run, error = _solve_exact_flow(edm_heun, n)
+        assert len(run) == n and run[-1].nfe == 2 * n - 1
+        errors.append(error)
     assert errors[0] > errors[1] > errors[2] and errors[0] < 0.06 and errors[2] < 0.001
+
+
+def test_edm_dpmpp_2m_follows_the_exact_flow_at_one_evaluation_a_step() -> None:
+    """DPM-Solver++(2M) converges to the same flow, second order (the error falls about 4x for 2x the
+    steps), at n evaluations for n steps (measured: 6.2% off at 18 steps, 1.3% at 36, where Heun's 18
+    steps take 35 evaluations and are 5.5% off)."""
+    errors = []
+    for n in (18, 36, 72):
+        run, error = _solve_exact_flow(edm_dpmpp_2m, n)
+        assert len(run) == n and [s.nfe for s in run] == list(range(1, n + 1))
+        errors.append(error)
+    assert errors[0] < 0.07 and errors[1] < 0.02 and errors[0] / errors[1] > 3 and errors[1] / errors[2] > 3, errors
 
 
 def test_the_mix_embedding_starts_at_the_scale_of_a_class_embedding() -> None:

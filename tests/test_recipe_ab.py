@@ -47,7 +47,7 @@ def test_recipe_ab_trains_each_arm_in_segments_and_evaluates_every_snapshot(tmp_
     report = json.loads((out / "eval" / "report.json").read_text())
     rows = {r["model"]: r for r in report["results"]}
     assert set(rows) == set(names)
-    assert rows["sde-new-000004"]["sampler"] == "heun" and rows["sde-today-000004"]["sampler"] != "heun"
+    assert rows["sde-new-000004"]["sampler"] == "dpmpp_2m" and rows["sde-today-000004"]["sampler"] != "dpmpp_2m"
     # A re-run finds every snapshot and trains nothing more.
     again = subprocess.run(["bash", script], env=env, capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0 and "snapshots/" not in again.stdout

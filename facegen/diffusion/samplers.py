@@ -81,6 +81,29 @@ def edm_heun(denoise_fn: NetFn, sigmas: torch.Tensor, x_T: torch.Tensor) -> Iter
         yield Step(i + 1, n, x, x0.clamp(-1, 1), nfe)
 
 
+def edm_dpmpp_2m(denoise_fn: NetFn, sigmas: torch.Tensor, x_T: torch.Tensor) -> Iterator[Step]:
+    """DPM-Solver++(2M) (Lu et al. 2022) on the same probability-flow ODE as `edm_heun`: exact in the
+    linear part, in lambda = -ln(sigma), with the denoiser extrapolated linearly from the last two
+    evaluations. Second order at one evaluation per step, so n steps cost n evaluations where Heun's
+    cost 2 n - 1: it buys finer steps at Heun's cost. The first step is first order (no history) and the
+    last returns the denoiser's estimate (sigma = 0)."""
+    x, previous, n = x_T, None, len(sigmas) - 1
+    for i in range(n):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        x0 = denoise_fn(x, _batch_t(s, x)).float()
+        if s_next == 0:
+            x = x0
+        else:
+            h = torch.log(s / s_next)  # the step in lambda
+            d = x0
+            if previous is not None:
+                r = torch.log(sigmas[i - 1] / s) / h  # ratio of the last step to this one
+                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous
+            x = (s_next / s) * x - torch.expm1(-h) * d
+        previous = x0
+        yield Step(i + 1, n, x, x0.clamp(-1, 1), i + 1)
+
+
 def sde_times(sde: SDE, steps: int, device: torch.device) -> torch.Tensor:
     """steps + 1 times from 1 down to sde.t_min, uniformly spaced."""
     return torch.linspace(1.0, sde.t_min, steps + 1, device=device)
