@@ -128,15 +128,12 @@ class DiffusionObjective:
 
     def recipe(self) -> str:
         m, t = self.run.model, self.run.train
-        loss = (
-            f"{m.ddpm.prediction}-prediction, {m.ddpm.loss_weight} weighting"
-            if m.family == "ddpm"
-            else (
-                f"EDM preconditioning and loss, ln sigma ~ N({m.sde.p_mean:g}, {m.sde.p_std:g}^2)"
-                if m.sde.kind == "edm"
-                else f"{m.sde.kind.upper()} DSM"
-            )
-        )
+        if m.family == "ddpm":
+            loss = f"{m.ddpm.prediction}-prediction, {m.ddpm.loss_weight} weighting"
+        elif m.sde.kind == "edm":
+            loss = f"EDM preconditioning and loss, ln sigma ~ N({m.sde.p_mean:g}, {m.sde.p_std:g}^2)"
+        else:
+            loss = f"{m.sde.kind.upper()} DSM"
         return (
             f"{loss}, EMA {t.ema_decay:g}, mix table N(0, {m.unet.mix_embed_std:g}^2) at lr x{t.cond_lr_mult:g}, "
             f"{m.unet.attention_head_dim}-channel attention heads"

@@ -87,7 +87,7 @@ def edm_dpmpp_2m(denoise_fn: NetFn, sigmas: torch.Tensor, x_T: torch.Tensor) -> 
     evaluations. Second order at one evaluation per step, so n steps cost n evaluations where Heun's
     cost 2 n - 1: it buys finer steps at Heun's cost. The first step is first order (no history) and the
     last returns the denoiser's estimate (sigma = 0)."""
-    x, previous, n = x_T, None, len(sigmas) - 1
+    x, previous, h_last, n = x_T, None, None, len(sigmas) - 1
     for i in range(n):
         s, s_next = sigmas[i], sigmas[i + 1]
         x0 = denoise_fn(x, _batch_t(s, x)).float()
@@ -96,10 +96,11 @@ def edm_dpmpp_2m(denoise_fn: NetFn, sigmas: torch.Tensor, x_T: torch.Tensor) -> 
         else:
             h = torch.log(s / s_next)  # the step in lambda
             d = x0
-            if previous is not None:
-                r = torch.log(sigmas[i - 1] / s) / h  # ratio of the last step to this one
+            if previous is not None and h_last is not None:
+                r = h_last / h  # ratio of the last step to this one
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous
             x = (s_next / s) * x - torch.expm1(-h) * d
+            h_last = h
         previous = x0
         yield Step(i + 1, n, x, x0.clamp(-1, 1), i + 1)
 
