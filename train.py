@@ -81,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     budget.add_argument("--epochs", type=float, help="passes over the training faces (default 1)")
     p.add_argument("--batch-size", type=int, help="global batch size")
     p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], help="after warm-up (cosine: to 10%% at the end)")
+    p.add_argument(
+        "--low-res-steps", type=int, help="diffusion: the first N steps at half the side (progressive resolution)"
+    )
     p.add_argument("--balanced", action=argparse.BooleanOptionalAction, default=None, help="class-balanced sampling")
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
     p.add_argument("--jitter", action=argparse.BooleanOptionalAction, default=None, help="small rotation/scale jitter")
@@ -151,6 +155,8 @@ def flag_overrides(a: argparse.Namespace) -> dict[str, Any]:
         "epochs",
         "batch_size",
         "lr",
+        "lr_schedule",
+        "low_res_steps",
         "save_every",
         "sample_every",
         "out",

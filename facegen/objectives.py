@@ -9,6 +9,7 @@ is a new objective and one line in `build_objective`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -81,8 +82,8 @@ class DiffusionObjective:
         match m.family:
             case "ddpm":
                 return ddpm_loss(net, m.ddpm, x0, cond, self.alpha_bar, gen)
-            case "sde" if m.sde.kind == "edm":
-                return edm_loss(net, m.sde, x0, cond, gen)
+            case "sde" if m.sde.kind == "edm":  # at half the side (train.low_res_steps), half the sigma
+                return edm_loss(net, m.sde, x0, cond, gen, math.log(x0.shape[-1] / m.image_size))
             case "sde":
                 return dsm_loss(net, self.sde, x0, cond, gen)
         raise ValueError(f"{m.family} is not a diffusion family")

@@ -140,6 +140,8 @@ class Trainer:
             self.train_set.labels, t.batch_size, step, t.seed, self.run.data.balanced, self.dist.rank, self.dist.world
         )
         x, mix = self.batch(self.train_set, idx, gen, train=True)
+        if step < t.low_res_steps:  # progressive resolution: the same faces at half the side, area-averaged
+            x = F.avg_pool2d(x, 2)
         lr = learning_rate(self.run, step, self.total, self.warm_start)
         for opt in self.objective.optimisers.values():
             for group in opt.param_groups:
@@ -167,7 +169,11 @@ class Trainer:
     def segment(self) -> dict[str, Any]:
         """This process's stretch of training, for the model card: how it began, on what, with what."""
         t = self.run.train
-        recipe = f"lr {t.lr}, batch {t.batch_size}, " + self.objective.recipe()
+        schedule = "" if t.lr_schedule == "constant" else f" ({t.lr_schedule} decay to step {self.total})"
+        low_res = ""
+        if t.low_res_steps > self.segment_start:
+            low_res = f", to step {t.low_res_steps} at {self.run.model.image_size // 2} px"
+        recipe = f"lr {t.lr}{schedule}, batch {t.batch_size}{low_res}, " + self.objective.recipe()
         return {
             "steps": [self.segment_start, self.step],
             "how": self.segment_how,

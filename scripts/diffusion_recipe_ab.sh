@@ -10,8 +10,11 @@
 # INIT=FOLDER branches every arm from one checkpoint (--init-from: its weights, a fresh optimiser) instead
 # of from scratch, for what can change on trained weights (e.g. the noise levels the score model trains
 # on); STEPS is then counted from that checkpoint's step.
+# Arms of equal CPU time but different step counts (e.g. low-res-first, whose steps at half the side cost
+# about a quarter) train in separate calls with the same OUT and EVAL=0, then one call evaluates them all.
 # Environment: PRESET (cpu), DEVICE (auto), PARALLEL (2: arms trained at once; each gets
-# OMP_NUM_THREADS=1 on a CPU), FAMILIES ("ddpm sde"), N (50), CLASSIFIER, REFERENCE_FRACTION (0.02), INIT.
+# OMP_NUM_THREADS=1 on a CPU), FAMILIES ("ddpm sde"), N (50), CLASSIFIER, REFERENCE_FRACTION (0.02), INIT,
+# EVAL (1; 0 trains only).
 # A re-run skips what exists, so it resumes after a kill and only evaluates when training is done.
 source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/ab/recipe}
@@ -57,6 +60,7 @@ for family in $FAMILIES; do
     echo "$family $arm"
   done
 done | xargs -P "$PARALLEL" -L 1 bash -c 'train_arm "$0" "$1"'
+[ "${EVAL:-1}" = 0 ] && exit 0
 snapshots=() defaults=()
 for family in $FAMILIES; do
   defaults+=("$family=default")

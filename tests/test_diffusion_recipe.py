@@ -4,12 +4,14 @@ sampler on Gaussian data whose denoiser is known in closed form, the condition's
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from facegen.checkpoints import load_checkpoint
 from facegen.config import DDPMConfig, SDEConfig, resolve
 from facegen.diffusion import edm
 from facegen.diffusion.ddpm import alphas_cumprod, eps_from_output, loss_weights, x0_from_eps
@@ -183,3 +185,45 @@ def test_a_training_log_carries_the_condition_signal(utk_folder: Path, tmp_path:
     train(tiny_run("sde", utk_folder, tmp_path / "run", max_steps=4, save_every=2), progress=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "cond_signal" in r] == [2, 4]
+
+
+def test_edm_noise_levels_shift_with_the_side() -> None:
+    """At half the side the score family trains at half the sigma (simple diffusion's shift): the same
+    draws, scaled by exp(shift)."""
+    sigmas: list[torch.Tensor] = []
+
+    class SigmaSpy(ExactGaussianNet):
+        def forward(self, x_in: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            sigmas.append(t.clone())
+            return super().forward(x_in, t, cond)
+
+    x0 = torch.zeros(64, 3, 4, 4)
+    for shift in (0.0, math.log(0.5)):
+        edm.edm_loss(SigmaSpy(), SDEConfig(kind="edm"), x0, None, torch.Generator().manual_seed(3), shift)
+    assert torch.allclose(sigmas[1], sigmas[0] / 2)
+
+
+@pytest.mark.parametrize("family", ["ddpm", "sde"])
+def test_low_res_steps_train_at_half_the_side_then_at_full(
+    family: str, utk_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facegen.objectives import DiffusionObjective
+    from facegen.training import train
+
+    sides: list[int] = []
+    real_step = DiffusionObjective.step
+
+    def spy(self: DiffusionObjective, x: torch.Tensor, *rest: object) -> dict[str, float]:
+        sides.append(x.shape[-1])
+        return real_step(self, x, *rest)
+
+    monkeypatch.setattr(DiffusionObjective, "step", spy)
+    out = train(tiny_run(family, utk_folder, tmp_path / "run", max_steps=5, low_res_steps=3), progress=False)
+    assert sides == [8, 8, 8, 16, 16]
+    _, _, card = load_checkpoint(out)
+    assert "to step 3 at 8 px" in card["history"][-1]["recipe"]
+
+
+def test_low_res_steps_need_a_u_net(utk_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fully convolutional U-Net"):
+        tiny_run("dcgan", utk_folder, tmp_path / "run", low_res_steps=2)

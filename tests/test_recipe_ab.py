@@ -38,6 +38,11 @@ def test_recipe_ab_trains_each_arm_in_segments_and_evaluates_every_snapshot(tmp_
         "PY": str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").is_dir() else "python",
     }
     script = str(REPO / "scripts" / "diffusion_recipe_ab.sh")
+    first = subprocess.run(
+        ["bash", script], env={**env, "ARMS": "new", "EVAL": "0"}, capture_output=True, text=True, cwd=REPO
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert not (out / "eval").exists() and (out / "snapshots" / "sde-new-000004" / "model.safetensors").is_file()
     done = subprocess.run(["bash", script], env=env, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     names = sorted(p.name for p in (out / "snapshots").iterdir())

@@ -44,11 +44,17 @@ def denoise(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Te
 
 
 def edm_loss(
-    net: nn.Module, cfg: SDEConfig, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator
+    net: nn.Module,
+    cfg: SDEConfig,
+    x0: torch.Tensor,
+    cond: torch.Tensor,
+    gen: torch.Generator,
+    log_sigma_shift: float = 0.0,
 ) -> torch.Tensor:
-    """E ||F - (x0 - c_skip x) / c_out||^2 over ln sigma ~ N(p_mean, p_std^2), for (B, 3, H, W) x0 in [-1, 1]."""
+    """E ||F - (x0 - c_skip x) / c_out||^2 over ln sigma ~ N(p_mean + log_sigma_shift, p_std^2), for
+    (B, 3, H, W) x0 in [-1, 1]; the shift is ln(side / trained side) for images at another resolution."""
     b = x0.shape[0]
-    sigma = (torch.randn(b, generator=gen) * cfg.p_std + cfg.p_mean).exp().to(x0.device)
+    sigma = (torch.randn(b, generator=gen) * cfg.p_std + cfg.p_mean + log_sigma_shift).exp().to(x0.device)
     n = torch.randn(x0.shape, generator=gen).to(x0)
     x = x0 + _col(sigma, x0) * n
     c_skip, c_out, _ = coefficients(sigma, cfg.sigma_data)
