@@ -3,10 +3,11 @@ a plain fp32 PyTorch loop on the same network, in the same run. Prints images/s 
 `auto` picks on this machine. On a CPU without native bf16 kernels the bf16 column is timed with one
 step only (it is tens of times slower there) unless --steps-bf16 says otherwise.
 
-    python bench/bench_train.py [--steps 4] [--threads 2] [--attention-head-dim 8]
+    python bench/bench_train.py [--steps 4] [--threads 2] [--attention-head-dim 8] [--low-res]
 
 --attention-head-dim times the U-Nets with other attention heads than the preset's 64 channels (8 was
-the shipped setting before issue 11).
+the shipped setting before issue 11). --low-res times the diffusion steps of `--low-res-steps` (the 64 px
+batch pooled to 32 px; the reference trains at 32 px), to price progressive resolution.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ def unet_layer(head_dim: int | None) -> dict:
     return {"model": {"unet": {"attention_head_dim": head_dim}}} if head_dim else {}
 
 
-def facegen_trainer(family: str, precision: str, head_dim: int | None = None) -> Trainer:
+def facegen_trainer(family: str, precision: str, head_dim: int | None = None, low_res: bool = False) -> Trainer:
+    train = {"precision": precision, "device": "cpu", "batch_size": BATCH[family]}
     run = resolve(
         "cpu",
         family,
         {
             "data": {"path": "unused", "cache_dir": None},
-            "train": {"precision": precision, "device": "cpu", "batch_size": BATCH[family]},
+            "train": train | ({"low_res_steps": 10**9} if low_res else {}),
         },
         unet_layer(head_dim),
     )
@@ -76,11 +78,11 @@ def time_steps(step, n: int) -> float:
     return statistics.median(times)
 
 
-def plain_fp32_step(family: str, head_dim: int | None = None):
+def plain_fp32_step(family: str, head_dim: int | None = None, side: int = 64):
     """The reference: the same network, fp32, a textbook loop (eps-MSE / BCE), no facegen code in the step."""
     run = resolve("cpu", family, {"data": {"path": "unused"}}, unet_layer(head_dim))
     b = BATCH[family]
-    x = torch.rand(b, 3, 64, 64) * 2 - 1
+    x = torch.rand(b, 3, side, side) * 2 - 1
     mix = F.one_hot(torch.arange(b) % 5, 5).float()
     net = build_sampling_net(run.model)
     if family == "dcgan":
@@ -124,13 +126,16 @@ def main() -> None:
     p.add_argument("--families", nargs="+", default=["ddpm", "sde", "dcgan"])
     p.add_argument("--steps-bf16", type=int, help="bf16 steps (default --steps, or 1 without native bf16)")
     p.add_argument("--attention-head-dim", type=int, help="U-Net attention head width (default: the preset's)")
+    p.add_argument("--low-res", action="store_true", help="diffusion steps at half the side (--low-res-steps)")
     a = p.parse_args()
+    if a.low_res and "dcgan" in a.families:
+        p.error("--low-res is for the diffusion families (--families ddpm sde)")
     torch.set_num_threads(a.threads)
     native = cpu_has_native_bf16()
     steps = {"fp32": a.steps, "bf16": a.steps_bf16 or (a.steps if native else 1)}
     heads = a.attention_head_dim or "the preset's"
     print(
-        f"torch {torch.__version__}, {a.threads} CPU threads, 64 px, median of {a.steps} steps after a warm-up, "
+        f"torch {torch.__version__}, {a.threads} CPU threads, {32 if a.low_res else 64} px, median of {a.steps} steps after a warm-up, "
         f"U-Net attention heads of {heads} channels"
     )
     print(f"CPU: {hardware_name(torch.device('cpu'))}")
@@ -142,11 +147,11 @@ def main() -> None:
         f"{'family':7} {'batch':>5} {'params':>8} {'fp32 ref img/s':>15} {'facegen fp32':>13} {'facegen bf16':>13} {'auto/ref':>9}"
     )
     for family in a.families:
-        ref_step, params = plain_fp32_step(family, a.attention_head_dim)
+        ref_step, params = plain_fp32_step(family, a.attention_head_dim, 32 if a.low_res else 64)
         ref = BATCH[family] / time_steps(ref_step, a.steps)
         ours = {}
         for precision in ("fp32", "bf16"):
-            trainer = facegen_trainer(family, precision, a.attention_head_dim)
+            trainer = facegen_trainer(family, precision, a.attention_head_dim, a.low_res)
 
             def step(tr: Trainer = trainer) -> None:
                 tr.train_step()

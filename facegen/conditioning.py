@@ -14,6 +14,10 @@ Semantics, in one place:
 * Classifier-free guidance with scale w combines the two predictions as
   ``out = out_uncond + w * (out_cond - out_uncond)``: w = 1 is the plain conditional model, w = 0 the
   unconditional one, w > 1 pushes harder towards the mix.
+* A diffusion model can also draw a blend by **composition** (`sampling.Request.blend`): the network
+  sees only one-hot groups, as in training, and the predictions combine as
+  ``out = out_uncond + w * sum_g mix_g * (out_g - out_uncond)`` (composable diffusion, Liu et al. 2022),
+  one network evaluation per group in the blend, plus the unconditional one.
 * The DCGAN takes the K-vector mix itself (no null slot: a GAN has no guidance): in G concatenated to
   the latent, in D as K constant feature planes beside the image.
 """
@@ -82,3 +86,21 @@ class MixEmbedding(nn.Module):
 def guide(out_cond: torch.Tensor, out_uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: out_u + w (out_c - out_u)."""
     return out_uncond + scale * (out_cond - out_uncond)
+
+
+def group_parts(cond: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(B, K + 1) condition vectors -> [((B,) weights of group g, (B, K + 1) one-hot conditions of g)] for
+    every group some row asks for: the terms of a composed blend."""
+    k = cond.shape[1] - 1
+    one_hot = torch.eye(k + 1, dtype=cond.dtype, device=cond.device)
+    return [(cond[:, g], one_hot[g].expand_as(cond)) for g in range(k) if bool((cond[:, g] > 0).any())]
+
+
+def compose(
+    weights: Sequence[torch.Tensor], outs_group: Sequence[torch.Tensor], out_uncond: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """A blend drawn by composition: out_u + w sum_g mix_g (out_g - out_u), the conjunction of composable
+    diffusion (Liu et al. 2022) with guidance w; for one group it is `guide`."""
+    shape = (-1,) + (1,) * (out_uncond.dim() - 1)
+    delta = sum(m.to(o).reshape(shape) * (o - out_uncond) for m, o in zip(weights, outs_group, strict=True))
+    return out_uncond + scale * delta

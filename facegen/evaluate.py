@@ -33,7 +33,7 @@ from facegen.config import DataConfig
 from facegen.data import FaceSet, load_faces, split
 from facegen.pipeline import FaceGenerator
 from facegen.plots import grid, to_pil
-from facegen.sampling import DEFAULT_STEPS, default_guidance, network_evaluations
+from facegen.sampling import BLEND_MODES, DEFAULT_BLEND, DEFAULT_STEPS, BlendMode, default_guidance, network_evaluations
 
 log = logging.getLogger(__name__)
 REFERENCE_PX = 64
@@ -100,6 +100,7 @@ def evaluate_setting(
     out: Path,
     first_seed: int = DEFAULT_FIRST_SEED,
     grids: Path | None = None,
+    blend: BlendMode = DEFAULT_BLEND,
 ) -> dict:
     """One model at one setting; its sample grid goes to `grids` (default `out`), linked from the report."""
     rows, all_images, all_feats, per_mix = [], [], [], {}
@@ -107,7 +108,7 @@ def evaluate_setting(
     t0 = time.perf_counter()
     for mix_name, w in tqdm(mixes(gen.groups, blends), desc=f"{gen.name} {sampler} {steps}", leave=False):
         seeds = list(range(first_seed, first_seed + n))
-        x = _generate_uint8(gen, seeds, w, sampler, steps, guidance)
+        x = _generate_uint8(gen, seeds, w, sampler, steps, guidance, blend)
         pred, feats = predict(clf, x)
         per_mix[mix_name] = metrics.mix_fidelity(pred, w, gen.groups)
         if max(w) == 1.0:
@@ -119,6 +120,7 @@ def evaluate_setting(
     seconds = time.perf_counter() - t0
     images, feats = torch.cat(all_images), torch.cat(all_feats)
     tag = f"{gen.name}-{sampler}-{steps}" + (f"-cfg{guidance:g}" if guidance != 1.0 else "")
+    tag += "-composed" if blend == "composition" and blends and not gen.one_pass else ""
     grids = grids or out
     grid(rows, [m for m, _ in mixes(gen.groups, blends)]).save(grids / f"samples-{tag}.png")
     pure = {g: per_mix[g]["achieved"][g] for g in gen.groups}
@@ -131,6 +133,7 @@ def evaluate_setting(
         "sampler": sampler,
         "steps": steps,
         "guidance": guidance,
+        "blend": blend,
         "nfe": network_evaluations(sampler, steps, guidance),
         "faces": int(images.shape[0]),
         "seconds_per_face": round(seconds / images.shape[0], 4),
@@ -150,14 +153,20 @@ def evaluate_setting(
 
 
 def _generate_uint8(
-    gen: FaceGenerator, seeds: list[int], mix: list[float], sampler: str, steps: int, guidance: float
+    gen: FaceGenerator,
+    seeds: list[int],
+    mix: list[float],
+    sampler: str,
+    steps: int,
+    guidance: float,
+    blend: BlendMode = DEFAULT_BLEND,
 ) -> torch.Tensor:
     """(N, 3, H, W) uint8 faces, sampled 16 at a time."""
     out = []
     for i in range(0, len(seeds), 16):
         out += [
             torch.from_numpy(np.array(im)).permute(2, 0, 1)
-            for im in gen.generate(seeds[i : i + 16], mix, sampler, steps, guidance)
+            for im in gen.generate(seeds[i : i + 16], mix, sampler, steps, guidance, blend)
         ]
     x = torch.stack(out)
     if x.shape[-1] != REFERENCE_PX:  # compare at the reference resolution
@@ -327,7 +336,8 @@ def _carried_mark(r: dict) -> str:
 
 def _sampler_label(r: dict) -> str:
     g = r.get("guidance", 1.0)
-    return r["sampler"] + (f" (CFG {g:g})" if g != 1.0 else "")
+    composed = ", blends composed" if r.get("blend") == "composition" else ""
+    return r["sampler"] + (f" (CFG {g:g}{composed})" if g != 1.0 else f" ({composed[2:]})" if composed else "")
 
 
 def quality_bars(r: dict, real: dict) -> dict[str, tuple[str, bool]]:
@@ -443,6 +453,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=50, help="faces per mix")
     p.add_argument("--blends", type=int, default=3, help="how many 50/50 blends")
     p.add_argument(
+        "--blend-modes",
+        nargs="+",
+        choices=BLEND_MODES,
+        default=[DEFAULT_BLEND],
+        help="how diffusion models draw the blends: each setting is measured under each mode given",
+    )
+    p.add_argument(
         "--first-seed",
         type=int,
         default=DEFAULT_FIRST_SEED,
@@ -497,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = parse_settings(a.settings, gen)
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
-        for sampler, steps, guidance in settings:
+        for (sampler, steps, guidance), blend in itertools.product(
+            settings, [DEFAULT_BLEND] if gen.one_pass else a.blend_modes
+        ):
             results.append(
                 evaluate_setting(
                     gen,
@@ -515,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
                     a.out,
                     a.first_seed,
                     a.grids,
+                    blend,
                 )
             )
             log.info("%s", json.dumps({k: v for k, v in results[-1].items() if k != "mixes"}))

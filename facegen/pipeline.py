@@ -29,9 +29,12 @@ from facegen.nets import build_sampling_net
 from facegen.plots import to_pil
 from facegen.runtime import pick_device, resolve_precision
 from facegen.sampling import (
+    BLEND_MODES,
+    DEFAULT_BLEND,
     DEFAULT_STEPS,
     STEP_RANGE,
     Batching,
+    BlendMode,
     Request,
     default_guidance,
     final,
@@ -100,6 +103,7 @@ class FaceGenerator:
         sampler: str | None = None,
         steps: int | None = None,
         guidance: float | None = None,
+        blend: BlendMode | None = None,
     ) -> Request:
         """Validate and fill in defaults; raises RequestError or MixError with a specific message."""
         seeds = [seeds] if isinstance(seeds, int) else list(seeds)
@@ -120,7 +124,10 @@ class FaceGenerator:
         guidance = default_guidance(self.config) if guidance is None else float(guidance)
         if not math.isfinite(guidance) or not 0.0 <= guidance <= 20.0:
             raise RequestError(f"guidance must be a number in [0, 20], got {guidance}")
-        return Request(tuple(seeds), normalise_mix(mix, self.groups), sampler, steps, guidance)
+        blend = DEFAULT_BLEND if blend is None else blend
+        if blend not in BLEND_MODES:
+            raise RequestError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
+        return Request(tuple(seeds), normalise_mix(mix, self.groups), sampler, steps, guidance, blend)
 
     def frames(
         self,
@@ -129,9 +136,10 @@ class FaceGenerator:
         sampler: str | None = None,
         steps: int | None = None,
         guidance: float | None = None,
+        blend: BlendMode | None = None,
     ) -> Iterator[Step]:
         """Every step's state: Step(index, total, x_t, x0, nfe), tensors (B, 3, H, W) in [-1, 1] on the CPU."""
-        req = self.request(seeds, mix, sampler, steps, guidance)
+        req = self.request(seeds, mix, sampler, steps, guidance, blend)
         for step in stream(self.config, self.net, req, self.device, self.precision, self.batching):
             yield Step(step.index, step.total, step.x_t.float().cpu(), step.x0.float().cpu(), step.nfe)
 
@@ -142,9 +150,10 @@ class FaceGenerator:
         sampler: str | None = None,
         steps: int | None = None,
         guidance: float | None = None,
+        blend: BlendMode | None = None,
     ) -> list[Image.Image]:
         """The final faces as RGB PIL images, one per seed."""
-        req = self.request(seeds, mix, sampler, steps, guidance)
+        req = self.request(seeds, mix, sampler, steps, guidance, blend)
         return to_pil(final(stream(self.config, self.net, req, self.device, self.precision, self.batching)).x_t)
 
     @property

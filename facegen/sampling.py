@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from facegen.conditioning import condition_vector, guide, null_condition
+from facegen.conditioning import compose, condition_vector, group_parts, guide, null_condition
 from facegen.config import DIFFUSION_FAMILIES, ModelConfig, Precision, SDEConfig
 from facegen.diffusion import ddpm, edm, samplers
 from facegen.diffusion.samplers import NetFn, Step
@@ -110,15 +110,26 @@ def network_evaluations(sampler: str, steps: int, guidance: float) -> int:
     return nfe * (2 if guidance not in (0.0, 1.0) and sampler != "single" else 1)
 
 
+# How a diffusion model draws a blend of groups: "embedding" feeds the network the blend of the group
+# embeddings (a point between them that training never shows), "composition" combines the network's
+# predictions for each group, out_null + w * sum_g mix_g (out_g - out_null) (composable diffusion's
+# conjunction, Liu et al. 2022): one more network evaluation per step for each further group.
+BlendMode = Literal["embedding", "composition"]
+BLEND_MODES: tuple[BlendMode, ...] = ("embedding", "composition")
+DEFAULT_BLEND: BlendMode = "embedding"
+
+
 @dataclass(frozen=True)
 class Request:
-    """A validated sampling request: seeds (one per image), a normalised (K,) mix, sampler, steps, guidance."""
+    """A validated sampling request: seeds (one per image), a normalised (K,) mix, sampler, steps, guidance,
+    and how a blend of groups is drawn (pure mixes are the same either way)."""
 
     seeds: tuple[int, ...]
     mix: torch.Tensor
     sampler: str
     steps: int
     guidance: float
+    blend: BlendMode = "embedding"
 
 
 Batching = Literal["joint", "per_face", "thread_padded"]
@@ -164,18 +175,25 @@ def _guided(
     device: torch.device,
     precision: Precision,
     batching: Batching,
+    blend: BlendMode = "embedding",
 ) -> NetFn:
     """A (x, t) -> output function with the condition bound and classifier-free guidance applied."""
     null = null_condition(cond.shape[0], cond.shape[1] - 1, device)
     call = batched(net, batching)
+    parts = group_parts(cond) if blend == "composition" else []
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         tt = t_map(t)
         with autocast(device, precision):
-            if scale == 1.0:
-                return call(x, tt, cond).float()
             if scale == 0.0:
                 return call(x, tt, null).float()
+            if len(parts) > 1:
+                conds = [c for _, c in parts] + [null]
+                n = len(conds)
+                *outs, out_u = call(torch.cat([x] * n), torch.cat([tt] * n), torch.cat(conds)).float().chunk(n)
+                return compose([w for w, _ in parts], outs, out_u, scale)
+            if scale == 1.0:
+                return call(x, tt, cond).float()
             out = call(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, null])).float()
         out_c, out_u = out.chunk(2)
         return guide(out_c, out_u, scale)
@@ -192,10 +210,11 @@ def ddpm_eps_fn(
     device: torch.device,
     precision: Precision,
     batching: Batching = "joint",
+    blend: BlendMode = "embedding",
 ) -> NetFn:
     """DDPM: the U-Net output (epsilon or v) as epsilon; t is the integer timestep into alpha_bar."""
     alpha_bar = alpha_bar.to(device)
-    out_fn = _guided(net, lambda t: t, cond, scale, device, precision, batching)
+    out_fn = _guided(net, lambda t: t, cond, scale, device, precision, batching, blend)
     return lambda x, t: ddpm.eps_from_output(cfg.ddpm.prediction, x, out_fn(x, t), alpha_bar[t.long()])
 
 
@@ -207,6 +226,7 @@ def sde_denoise_fn(
     device: torch.device,
     precision: Precision,
     batching: Batching = "joint",
+    blend: BlendMode = "embedding",
 ) -> NetFn:
     """A VE-type score model (kind "ve" or "edm") as EDM's denoiser D(x; sigma), called with sigma.
 
@@ -224,7 +244,7 @@ def sde_denoise_fn(
         def call(x: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
             return x.float() + sigma.reshape(-1, 1, 1, 1) ** 2 * net(x, sigma, c).float()
 
-    return _guided(call, lambda s: s, cond, scale, device, precision, batching)
+    return _guided(call, lambda s: s, cond, scale, device, precision, batching, blend)
 
 
 def sde_score_fn(
@@ -235,6 +255,7 @@ def sde_score_fn(
     device: torch.device,
     precision: Precision,
     batching: Batching = "joint",
+    blend: BlendMode = "embedding",
 ) -> NetFn:
     """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input);
     an EDM model's score is (D(x; sigma) - x) / sigma^2 with sigma = std(t).
@@ -247,14 +268,14 @@ def sde_score_fn(
     """
     sde = make_sde(cfg)
     if cfg.kind == "edm":
-        denoise_fn = sde_denoise_fn(net, cfg, cond, scale, device, precision, batching)
+        denoise_fn = sde_denoise_fn(net, cfg, cond, scale, device, precision, batching, blend)
 
         def edm_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             sigma = sde.std(t)
             return (denoise_fn(x, sigma) - x) / sigma.reshape(-1, 1, 1, 1) ** 2
 
         return edm_score
-    score_fn = _guided(net, sde.std, cond, scale, device, precision, batching)
+    score_fn = _guided(net, sde.std, cond, scale, device, precision, batching, blend)
     return lambda x, t: clip_score(sde, x, t, score_fn(x, t))
 
 
@@ -283,7 +304,7 @@ def stream(
         cond = condition_vector(mix)
         if cfg.family == "ddpm":
             alpha_bar = ddpm.alphas_cumprod(cfg.ddpm)
-            eps_fn = ddpm_eps_fn(net, cfg, alpha_bar, cond, req.guidance, device, precision, batching)
+            eps_fn = ddpm_eps_fn(net, cfg, alpha_bar, cond, req.guidance, device, precision, batching, req.blend)
             scheduler = ddpm.sampling_scheduler(cfg.ddpm, req.sampler)  # type: ignore[arg-type]
             x_T = randn_per_image(gens, (3, size, size), device)
             yield from samplers.ddpm_sample(eps_fn, scheduler, alpha_bar, x_T, gens, req.steps)
@@ -291,11 +312,11 @@ def stream(
         sde = make_sde(cfg.sde)
         x_T = randn_per_image(gens, (3, size, size), device) * sde.prior_std()
         if req.sampler in SIGMA_SAMPLERS:
-            denoise_fn = sde_denoise_fn(net, cfg.sde, cond, req.guidance, device, precision, batching)
+            denoise_fn = sde_denoise_fn(net, cfg.sde, cond, req.guidance, device, precision, batching, req.blend)
             sigmas = samplers.karras_sigmas(cfg.sde.sigma_min, cfg.sde.sigma_max, req.steps).to(device)
             yield from SIGMA_SAMPLERS[req.sampler](denoise_fn, sigmas, x_T)
             return
-        score_fn = sde_score_fn(net, cfg.sde, cond, req.guidance, device, precision, batching)
+        score_fn = sde_score_fn(net, cfg.sde, cond, req.guidance, device, precision, batching, req.blend)
         match req.sampler:
             case "euler_maruyama":
                 yield from samplers.euler_maruyama(score_fn, sde, x_T, gens, req.steps)

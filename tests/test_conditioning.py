@@ -8,8 +8,10 @@ import torch
 from facegen.conditioning import (
     MixEmbedding,
     MixError,
+    compose,
     condition_vector,
     drop_labels,
+    group_parts,
     guide,
     normalise_mix,
     null_condition,
@@ -56,3 +58,20 @@ def test_label_dropout_rate() -> None:
 def test_guidance_combination() -> None:
     c, u = torch.tensor([2.0]), torch.tensor([1.0])
     assert guide(c, u, 1.0).item() == 2.0 and guide(c, u, 0.0).item() == 1.0 and guide(c, u, 3.0).item() == 4.0
+
+
+def test_composition_of_one_group_is_guidance_and_of_a_blend_its_weighted_sum() -> None:
+    g = torch.Generator().manual_seed(0)
+    out_a, out_b, out_u = (torch.randn(3, 2, 4, 4, generator=g) for _ in range(3))
+    ones = torch.ones(3)
+    assert torch.allclose(compose([ones], [out_a], out_u, 3.0), guide(out_a, out_u, 3.0))
+    w = torch.tensor([0.5, 0.25, 1.0])
+    mixed = compose([w, 1 - w], [out_a, out_b], out_u, 1.0)
+    assert torch.allclose(mixed, w.reshape(-1, 1, 1, 1) * out_a + (1 - w).reshape(-1, 1, 1, 1) * out_b, atol=1e-6)
+
+
+def test_group_parts_name_each_asked_group_once_with_its_weights() -> None:
+    cond = condition_vector(torch.tensor([[0.5, 0.0, 0.5], [1.0, 0.0, 0.0]]))
+    parts = group_parts(cond)
+    assert [p[0].tolist() for p in parts] == [[0.5, 1.0], [0.5, 0.0]]
+    assert [p[1].tolist() for p in parts] == [[[1, 0, 0, 0]] * 2, [[0, 0, 1, 0]] * 2]

@@ -116,6 +116,9 @@ def test_evaluate_end_to_end(tiny_checkpoints: dict[str, Path], classifier: Path
             "4",
             "--blends",
             "1",
+            "--blend-modes",
+            "embedding",
+            "composition",
             "--cache-dir",
             str(tmp_path / "c"),
             "--out",
@@ -126,11 +129,18 @@ def test_evaluate_end_to_end(tiny_checkpoints: dict[str, Path], classifier: Path
     )
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert [(r["model"], r["sampler"], r["steps"]) for r in report["results"]] == [
-        ("ddpm", "ddim", 3),
-        ("ddpm", "ddim", 6),
-        ("dcgan", "single", 1),
+    assert [(r["model"], r["sampler"], r["steps"], r["blend"]) for r in report["results"]] == [
+        ("ddpm", "ddim", 3, "embedding"),
+        ("ddpm", "ddim", 3, "composition"),
+        ("ddpm", "ddim", 6, "embedding"),
+        ("ddpm", "ddim", 6, "composition"),
+        ("dcgan", "single", 1, "embedding"),  # a one-pass family has no blend modes
     ]
+    embedded, composed = report["results"][2:4]
+    assert embedded["pure_mix_accuracy"] == composed["pure_mix_accuracy"]  # the same pure faces
+    assert embedded["two_sample"] == composed["two_sample"] and "composed" in composed["sample_grid"]
+    assert "blends composed" in (out / "report.md").read_text()
+    report["results"] = [r for r in report["results"] if r["blend"] == "embedding"]
     assert [r["guidance"] for r in report["results"]] == [1.0, 2.5, 1.0]
     assert report["results"][1]["nfe"] == 12  # guidance doubles the network calls
     r = report["results"][0]

@@ -251,3 +251,27 @@ def test_shipped_unets_give_a_seed_the_same_face_in_any_batch(
             assert to_pil(list(gen.frames([3, 4, 5, 6, 7], **kwargs))[-1].x_t[4:5])[0].tobytes() == alone
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("family", ["ddpm", "sde"])
+def test_composed_blends_show_the_network_only_its_training_conditions(
+    tiny_checkpoints: dict[str, Path], family: str
+) -> None:
+    """Composition feeds the network one-hot groups and the null condition, never a blend of embeddings;
+    a pure mix draws the same pixels either way."""
+    gen = FaceGenerator.from_checkpoint(tiny_checkpoints[family], device="cpu")
+    pure = [0, 1, 0, 0, 0]
+    same = [gen.generate([3, 4], pure, steps=3, blend=b) for b in ("embedding", "composition")]
+    assert [a.tobytes() for a in same[0]] == [b.tobytes() for b in same[1]]
+    seen: list[torch.Tensor] = []
+    handle = gen.net.register_forward_pre_hook(lambda _m, args: seen.append(args[2].detach().clone()))
+    try:
+        composed = gen.generate([3, 4], [0.5, 0, 0.5, 0, 0], steps=3, blend="composition")
+    finally:
+        handle.remove()
+    embedded = gen.generate([3, 4], [0.5, 0, 0.5, 0, 0], steps=3, blend="embedding")
+    rows = torch.cat(seen)
+    assert {tuple(r.tolist()) for r in rows} == {(1, 0, 0, 0, 0, 0), (0, 0, 1, 0, 0, 0), (0, 0, 0, 0, 0, 1)}
+    assert any(a.tobytes() != b.tobytes() for a, b in zip(composed, embedded, strict=True))
+    with pytest.raises(ValueError, match="blend must be one of"):
+        gen.request([1], pure, blend="average")  # type: ignore[arg-type]
