@@ -14,6 +14,7 @@ from tqdm import tqdm
 from facegen.checkpoints import CheckpointError
 from facegen.conditioning import MixError
 from facegen.pipeline import FaceGenerator, RequestError
+from facegen.sampling import BLEND_MODES, DEFAULT_BLEND
 from facegen.studio import face_settings, reproduce_command, save_png
 
 
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", help="sampler (default: the family's first)")
     p.add_argument("--steps", type=int, help="sampler steps")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument(
+        "--blend", choices=BLEND_MODES, help=f"how a diffusion model draws a blend of groups (default {DEFAULT_BLEND})"
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", type=Path, default=Path("face.png"), help="PNG path; several faces get -seedN suffixes")
     a = p.parse_args(argv)
@@ -33,9 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         gen = FaceGenerator.from_checkpoint(a.checkpoint, device=a.device)
         mix = [float(w) for w in a.mix.split(",")]
         seeds = [a.seed + i for i in range(a.faces)]
-        req = gen.request(seeds, mix, a.sampler, a.steps, a.guidance)
+        req = gen.request(seeds, mix, a.sampler, a.steps, a.guidance, a.blend)
         last = None
-        for step in tqdm(gen.frames(seeds, mix, a.sampler, a.steps, a.guidance), total=req.steps, desc=req.sampler):
+        for step in tqdm(
+            gen.frames(seeds, mix, a.sampler, a.steps, a.guidance, a.blend), total=req.steps, desc=req.sampler
+        ):
             last = step
     except (CheckpointError, MixError, RequestError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for seed, face in zip(seeds, to_pil(last.x_t), strict=True):
         out = a.out if len(seeds) == 1 else a.out.with_name(f"{a.out.stem}-seed{seed}{a.out.suffix}")
-        settings = face_settings(gen, gen.request([seed], mix, a.sampler, a.steps, a.guidance))
+        settings = face_settings(gen, gen.request([seed], mix, a.sampler, a.steps, a.guidance, a.blend))
         save_png(face, out, settings, reproduce_command(settings, str(a.checkpoint.parent)))
         print(out)
     return 0

@@ -30,7 +30,7 @@ from facegen.conditioning import MixError
 from facegen.diffusion.samplers import Step
 from facegen.pipeline import MAX_SEED, FaceGenerator, RequestError
 from facegen.plots import grid, to_pil
-from facegen.sampling import SAMPLER_LABELS, STEP_RANGE, Request, network_evaluations
+from facegen.sampling import DEFAULT_BLEND, SAMPLER_LABELS, STEP_RANGE, Request, network_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,9 @@ class Studio:
 
 
 def face_settings(gen: FaceGenerator, req: Request) -> dict[str, object]:
-    """The settings that reproduce the face of `req.seeds[0]`, as written into its PNG."""
+    """The settings that reproduce the face of `req.seeds[0]`, as written into its PNG (the blend mode
+    only when a diffusion model drew a blend some other way than the default)."""
+    blended = int((req.mix > 0).sum()) > 1 and not gen.one_pass and req.blend != DEFAULT_BLEND
     return {
         "model": gen.name,
         "family": gen.family,
@@ -287,6 +289,7 @@ def face_settings(gen: FaceGenerator, req: Request) -> dict[str, object]:
         "seed": req.seeds[0],
         "mix": {g: round(float(w), 6) for g, w in zip(gen.groups, req.mix.tolist(), strict=True)},
         "guidance": req.guidance,
+        **({"blend": req.blend} if blended else {}),
         "nfe": network_evaluations(req.sampler, req.steps, req.guidance),
         "synthetic": "AI-generated image (facegen); not a photograph of a real person",
     }
@@ -297,7 +300,9 @@ def reproduce_command(settings: dict[str, object], checkpoint_dir: str = "checkp
     return (
         f"python -m facegen.generate --checkpoint {checkpoint_dir}/{settings['model']} "
         f"--seed {settings['seed']} --mix {mix} --sampler {settings['sampler']} "
-        f"--steps {settings['steps']} --guidance {settings['guidance']:g} --out face.png"
+        f"--steps {settings['steps']} --guidance {settings['guidance']:g}"
+        + (f" --blend {settings['blend']}" if "blend" in settings else "")
+        + " --out face.png"
     )
 
 

@@ -174,3 +174,24 @@ def test_faces_are_shown_large_by_a_whole_factor(native: int, count: int, shown:
     corner = (pad + factor - 1, pad + factor - 1)
     assert grid.getpixel(corner) == (255, 0, 0)  # one pixel became a factor x factor square
     assert grid.getpixel((corner[0] + 1, corner[1] + 1)) == (0, 0, 0)
+
+
+def test_a_composed_blend_is_written_into_its_png_and_reproduced(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    from facegen.generate import main
+
+    ckpt, first = tiny_checkpoints["ddpm"], tmp_path / "first.png"
+    base = ["--checkpoint", str(ckpt), "--seed", "5", "--mix", "1,0,1,0,0", "--steps", "3"]
+    assert main([*base, "--blend", "composition", "--out", str(first)]) == 0
+    text = Image.open(first).text
+    assert text["facegen:blend"] == "composition" and "--blend composition" in text["facegen:command"]
+    args = text["facegen:command"].split()[3:]
+    args[args.index("--checkpoint") + 1] = str(ckpt)
+    args[args.index("--out") + 1] = str(tmp_path / "again.png")
+    assert main(args) == 0
+    again = Image.open(tmp_path / "again.png").convert("RGB").tobytes()
+    assert again == Image.open(first).convert("RGB").tobytes()
+    assert main([*base, "--out", str(tmp_path / "embedded.png")]) == 0  # the default mode, not recorded
+    embedded = Image.open(tmp_path / "embedded.png")
+    assert "facegen:blend" not in embedded.text and embedded.convert("RGB").tobytes() != again
