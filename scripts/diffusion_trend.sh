@@ -6,6 +6,8 @@
 # 10000+), so the two recipes compare at equal images seen; N faces per mix; earlier rows are kept, so
 # snapshots can be deleted and the curve survives. Writes report.md and quality_vs_steps.png (x: CPU-hours).
 # Run it after any change of the defaults on a fresh report: the rows of a snapshot are not re-measured.
+# SETTINGS="ddpm=default sde=default" measures later snapshots at the defaults only (the old recipe's
+# trend ends at 1,500 steps, so its settings compare nothing there); a changed default starts a new curve.
 source "$(dirname "$0")/common.sh"
 N=${N:-10}
 out=docs/eval/diffusion-trend
@@ -21,5 +23,5 @@ done
 keep=()
 if [ -f "$out/report.json" ]; then cp "$out/report.json" runs/diffusion-trend-before.json && keep=(--keep-earlier runs/diffusion-trend-before.json); fi
 "$PY" -m facegen.evaluate --checkpoints "${todo[@]}" "${keep[@]}" --classifier checkpoints/classifier \
-  --reference "$DATA" --n "$N" --blends 2 --no-nfe-plot --settings ddpm=default ddpm=dpmpp:20 sde=default sde=euler_maruyama:50 --out "$out" \
+  --reference "$DATA" --n "$N" --blends 2 --no-nfe-plot --settings ${SETTINGS:-ddpm=default ddpm=dpmpp:20 sde=default sde=euler_maruyama:50} --out "$out" \
   --grids runs/eval-grids/diffusion-trend
