@@ -106,11 +106,21 @@ def samplers_for(cfg: ModelConfig) -> tuple[str, ...]:
     return SAMPLERS[cfg.family]
 
 
-def network_evaluations(sampler: str, steps: int, guidance: float) -> int:
-    """Forward passes of the network per image, counting the unconditional half of guidance."""
+def network_evaluations(sampler: str, steps: int, guidance: float, composed_groups: int = 1) -> int:
+    """Forward passes of the network per image, counting the unconditional half of guidance and, for a
+    blend drawn by composition, one pass per group in it plus the unconditional one."""
     per_step = {"predictor_corrector": 2, "ode": 2, "heun": 2}.get(sampler, 1)
     nfe = per_step * steps - (1 if sampler in ("ode", "heun") else 0)
-    return nfe * (2 if guidance not in (0.0, 1.0) and sampler != "single" else 1)
+    if sampler == "single" or guidance == 0.0:
+        return nfe
+    if composed_groups > 1:
+        return nfe * (composed_groups + 1)
+    return nfe * (2 if guidance != 1.0 else 1)
+
+
+def composition_size(req: Request) -> int:
+    """How many groups a request's blend is composed from (1 unless it is a composed blend)."""
+    return int((req.mix > 0).sum()) if req.blend == "composition" else 1
 
 
 # How a diffusion model draws a blend of groups: "embedding" feeds the network the blend of the group

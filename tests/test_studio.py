@@ -186,6 +186,7 @@ def test_a_composed_blend_is_written_into_its_png_and_reproduced(
     assert main([*base, "--blend", "composition", "--out", str(first)]) == 0
     text = Image.open(first).text
     assert text["facegen:blend"] == "composition" and "--blend composition" in text["facegen:command"]
+    assert json.loads(text["facegen:nfe"]) == 3 * 3  # DPM-Solver++ 3 steps, two groups and the null one
     args = text["facegen:command"].split()[3:]
     args[args.index("--checkpoint") + 1] = str(ckpt)
     args[args.index("--out") + 1] = str(tmp_path / "again.png")
@@ -195,3 +196,4 @@ def test_a_composed_blend_is_written_into_its_png_and_reproduced(
     assert main([*base, "--out", str(tmp_path / "embedded.png")]) == 0  # the default mode, not recorded
     embedded = Image.open(tmp_path / "embedded.png")
     assert "facegen:blend" not in embedded.text and embedded.convert("RGB").tobytes() != again
+    assert json.loads(embedded.text["facegen:nfe"]) == 3 * 2  # guided: conditional and unconditional
