@@ -336,8 +336,8 @@ def _carried_mark(r: dict) -> str:
 
 def _sampler_label(r: dict) -> str:
     g = r.get("guidance", 1.0)
-    composed = ", blends composed" if r.get("blend") == "composition" else ""
-    return r["sampler"] + (f" (CFG {g:g}{composed})" if g != 1.0 else f" ({composed[2:]})" if composed else "")
+    notes = ([f"CFG {g:g}"] if g != 1.0 else []) + (["blends composed"] if r.get("blend") == "composition" else [])
+    return r["sampler"] + (f" ({', '.join(notes)})" if notes else "")
 
 
 def quality_bars(r: dict, real: dict) -> dict[str, tuple[str, bool]]:

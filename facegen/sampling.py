@@ -118,11 +118,6 @@ def network_evaluations(sampler: str, steps: int, guidance: float, composed_grou
     return nfe * (2 if guidance != 1.0 else 1)
 
 
-def composition_size(req: Request) -> int:
-    """How many groups a request's blend is composed from (1 unless it is a composed blend)."""
-    return int((req.mix > 0).sum()) if req.blend == "composition" else 1
-
-
 # How a diffusion model draws a blend of groups: "embedding" feeds the network the blend of the group
 # embeddings (a point between them that training never shows), "composition" combines the network's
 # predictions for each group, out_null + w * sum_g mix_g (out_g - out_null) (composable diffusion's
@@ -142,7 +137,12 @@ class Request:
     sampler: str
     steps: int
     guidance: float
-    blend: BlendMode = "embedding"
+    blend: BlendMode = DEFAULT_BLEND
+
+
+def composition_size(req: Request) -> int:
+    """How many groups a request's blend is composed from (1 unless it is a composed blend)."""
+    return int((req.mix > 0).sum()) if req.blend == "composition" else 1
 
 
 Batching = Literal["joint", "per_face", "thread_padded"]
@@ -188,7 +188,7 @@ def _guided(
     device: torch.device,
     precision: Precision,
     batching: Batching,
-    blend: BlendMode = "embedding",
+    blend: BlendMode = DEFAULT_BLEND,
 ) -> NetFn:
     """A (x, t) -> output function with the condition bound and classifier-free guidance applied."""
     null = null_condition(cond.shape[0], cond.shape[1] - 1, device)
@@ -223,7 +223,7 @@ def ddpm_eps_fn(
     device: torch.device,
     precision: Precision,
     batching: Batching = "joint",
-    blend: BlendMode = "embedding",
+    blend: BlendMode = DEFAULT_BLEND,
 ) -> NetFn:
     """DDPM: the U-Net output (epsilon or v) as epsilon; t is the integer timestep into alpha_bar."""
     alpha_bar = alpha_bar.to(device)
@@ -239,7 +239,7 @@ def sde_denoise_fn(
     device: torch.device,
     precision: Precision,
     batching: Batching = "joint",
-    blend: BlendMode = "embedding",
+    blend: BlendMode = DEFAULT_BLEND,
 ) -> NetFn:
     """A VE-type score model (kind "ve" or "edm") as EDM's denoiser D(x; sigma), called with sigma.
 
@@ -268,7 +268,7 @@ def sde_score_fn(
     device: torch.device,
     precision: Precision,
     batching: Batching = "joint",
-    blend: BlendMode = "embedding",
+    blend: BlendMode = DEFAULT_BLEND,
 ) -> NetFn:
     """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input);
     an EDM model's score is (D(x; sigma) - x) / sigma^2 with sigma = std(t).

@@ -30,7 +30,7 @@ from facegen.conditioning import MixError
 from facegen.diffusion.samplers import Step
 from facegen.pipeline import MAX_SEED, FaceGenerator, RequestError
 from facegen.plots import grid, to_pil
-from facegen.sampling import DEFAULT_BLEND, SAMPLER_LABELS, STEP_RANGE, Request, composition_size, network_evaluations
+from facegen.sampling import SAMPLER_LABELS, STEP_RANGE, Request, composition_size, network_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ class Studio:
 def face_settings(gen: FaceGenerator, req: Request) -> dict[str, object]:
     """The settings that reproduce the face of `req.seeds[0]`, as written into its PNG (the blend mode
     only when a diffusion model drew a blend some other way than the default)."""
-    blended = int((req.mix > 0).sum()) > 1 and not gen.one_pass and req.blend != DEFAULT_BLEND
+    blended = not gen.one_pass and composition_size(req) > 1
     return {
         "model": gen.name,
         "family": gen.family,
@@ -290,7 +290,7 @@ def face_settings(gen: FaceGenerator, req: Request) -> dict[str, object]:
         "mix": {g: round(float(w), 6) for g, w in zip(gen.groups, req.mix.tolist(), strict=True)},
         "guidance": req.guidance,
         **({"blend": req.blend} if blended else {}),
-        "nfe": network_evaluations(req.sampler, req.steps, req.guidance, composition_size(req) if blended else 1),
+        "nfe": network_evaluations(req.sampler, req.steps, req.guidance, composition_size(req)),
         "synthetic": "AI-generated image (facegen); not a photograph of a real person",
     }
 
