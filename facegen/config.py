@@ -101,6 +101,16 @@ class SDEConfig(Frozen):
     sigma_data: float = Field(0.5, gt=0)
     p_mean: float = Field(-1.2, ge=-10, le=10)
     p_std: float = Field(1.2, gt=0, le=10)
+    # Which noise levels an EDM model trains on and how each is weighted (training only). "lognormal":
+    # EDM's ln sigma ~ N(p_mean, p_std^2). "vp": the levels of the VP-SDE (beta_min, beta_max) at t ~ U,
+    # sigma = sqrt(1 / alpha_bar(t) - 1), i.e. the DDPM's linear schedule in continuous time. loss_weight
+    # "edm" weights every level alike (lambda = 1 / c_out^2); "min_snr" weights the error on x0 by
+    # min(SNR, min_snr_gamma) with SNR = 1 / sigma^2, Hang et al.'s min-SNR-gamma, as the DDPM does. With
+    # sigma_data 1 the preconditioned output F is v-prediction, so "vp" + "min_snr" + sigma_data 1 is the
+    # DDPM's recipe posed as denoising score matching.
+    noise_levels: Literal["lognormal", "vp"] = "lognormal"
+    loss_weight: Literal["edm", "min_snr"] = "edm"
+    min_snr_gamma: float = Field(5.0, gt=0.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -117,6 +127,8 @@ class SDEConfig(Frozen):
             raise ValueError("sigma_min must be below sigma_max")
         if self.time_embedding == "positional" and self.kind != "edm":
             raise ValueError("time_embedding 'positional' needs kind 'edm' (VP and VE score nets divide by sigma)")
+        if self.kind != "edm" and (self.noise_levels, self.loss_weight) != ("lognormal", "edm"):
+            raise ValueError("noise_levels and loss_weight choose how an EDM model trains: they need kind 'edm'")
         return self
 
 

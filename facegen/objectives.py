@@ -132,7 +132,13 @@ class DiffusionObjective:
         if m.family == "ddpm":
             loss = f"{m.ddpm.prediction}-prediction, {m.ddpm.loss_weight} weighting"
         elif m.sde.kind == "edm":
-            loss = f"EDM preconditioning and loss, ln sigma ~ N({m.sde.p_mean:g}, {m.sde.p_std:g}^2)"
+            levels = (
+                f"VP-SDE levels (beta {m.sde.beta_min:g}-{m.sde.beta_max:g})"
+                if m.sde.noise_levels == "vp"
+                else f"ln sigma ~ N({m.sde.p_mean:g}, {m.sde.p_std:g}^2)"
+            )
+            weight = "EDM loss" if m.sde.loss_weight == "edm" else f"min-SNR-{m.sde.min_snr_gamma:g} loss"
+            loss = f"EDM preconditioning (sigma_data {m.sde.sigma_data:g}) and {weight}, {levels}"
         else:
             loss = f"{m.sde.kind.upper()} DSM"
         return (

@@ -304,7 +304,10 @@ def _weights_config(model: ModelConfig) -> dict[str, Any]:
     if model.family in ("vae", "vaegan"):
         return own | {"vae": model.vae.model_dump(include={"latent_dim", "channels"})}
     unet = model.unet.model_dump(exclude={"mix_embed_std"})
-    loss_only = {"ddpm": {"loss_weight", "min_snr_gamma"}, "sde": {"p_mean", "p_std"}}[model.family]
+    loss_only = {
+        "ddpm": {"loss_weight", "min_snr_gamma"},
+        "sde": {"p_mean", "p_std", "noise_levels", "loss_weight", "min_snr_gamma"},
+    }[model.family]
     return own | {"unet": unet, model.family: getattr(model, model.family).model_dump(exclude=loss_only)}
 
 

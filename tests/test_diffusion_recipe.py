@@ -65,9 +65,12 @@ class ExactGaussianNet(torch.nn.Module):
         return raw / s if self.embedding == "fourier" else raw
 
 
-@pytest.mark.parametrize("embedding", ["fourier", "positional"])
-def test_edm_denoiser_and_loss_are_optimal_at_the_exact_denoiser(embedding: str) -> None:
-    cfg = SDEConfig(kind="edm", time_embedding=embedding)
+@pytest.mark.parametrize(
+    ("embedding", "weight", "levels"),
+    [("fourier", "edm", "lognormal"), ("positional", "edm", "lognormal"), ("fourier", "min_snr", "vp")],
+)
+def test_edm_denoiser_and_loss_are_optimal_at_the_exact_denoiser(embedding: str, weight: str, levels: str) -> None:
+    cfg = SDEConfig(kind="edm", time_embedding=embedding, loss_weight=weight, noise_levels=levels)
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(256, 3, 4, 4, generator=g) * S
     sigma = torch.full((256,), 0.7)
@@ -79,6 +82,43 @@ def test_edm_denoiser_and_loss_are_optimal_at_the_exact_denoiser(embedding: str)
         for k in (0.8, 1, 1.2)
     }
     assert losses[1] < losses[0.8] and losses[1] < losses[1.2]
+
+
+def test_edm_at_sigma_data_1_with_min_snr_is_the_ddpm_v_min_snr_loss() -> None:
+    """With sigma_data 1 the preconditioned target is minus the DDPM's v on the same noisy face (scaled to
+    the VP process), and the min-SNR weights on it equal the DDPM's v-prediction weights."""
+    cfg = SDEConfig(kind="edm", sigma_data=1.0, loss_weight="min_snr", min_snr_gamma=5.0)
+    g = torch.Generator().manual_seed(0)
+    x0, n = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    sigma = torch.tensor([0.05, 0.4, 2.0, 30.0])
+    a = 1 / (1 + sigma**2)  # the VP process's alpha_bar at the same signal-to-noise ratio
+    col = a.reshape(-1, 1, 1, 1)
+    c_skip, c_out, _ = (c.reshape(-1, 1, 1, 1) for c in edm.coefficients(sigma, 1.0))
+    x = x0 + sigma.reshape(-1, 1, 1, 1) * n
+    v = col.sqrt() * n - (1 - col).sqrt() * x0
+    assert torch.allclose((x0 - c_skip * x) / c_out, -v, atol=1e-5)
+    ddpm = DDPMConfig(prediction="v", loss_weight="min_snr", min_snr_gamma=5.0)
+    assert torch.allclose(edm.loss_weights(cfg, sigma), loss_weights(ddpm, a), atol=1e-6)
+    assert torch.equal(edm.loss_weights(SDEConfig(kind="edm"), sigma), torch.ones(4))
+
+
+def test_vp_noise_levels_follow_the_ddpm_linear_schedule() -> None:
+    """noise_levels "vp" draws the DDPM's linear schedule in continuous time: the quantiles of ln sigma
+    match those of sqrt(1 / alpha_bar_t - 1) over the 1,000 discrete steps."""
+    drawn = edm.training_sigmas(SDEConfig(kind="edm", noise_levels="vp"), 200_000, torch.Generator().manual_seed(0))
+    a = alphas_cumprod(DDPMConfig())
+    discrete = (1 / a - 1).sqrt()
+    q = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
+    assert torch.allclose(torch.quantile(drawn.log(), q), torch.quantile(discrete.log(), q), atol=0.05)
+    lognormal = edm.training_sigmas(SDEConfig(kind="edm"), 200_000, torch.Generator().manual_seed(0))
+    assert abs(lognormal.log().mean().item() + 1.2) < 0.02 and abs(lognormal.log().std().item() - 1.2) < 0.02
+
+
+def test_noise_levels_and_loss_weight_need_edm() -> None:
+    with pytest.raises(ValueError, match="need kind 'edm'"):
+        SDEConfig(kind="vp", noise_levels="vp")
+    with pytest.raises(ValueError, match="need kind 'edm'"):
+        SDEConfig(kind="ve", loss_weight="min_snr")
 
 
 def test_positional_time_embedding_needs_edm() -> None:

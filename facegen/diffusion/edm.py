@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from facegen.config import SDEConfig
+from facegen.diffusion.sde import VPSDE
 
 
 def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -43,6 +44,26 @@ def denoise(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Te
     return _col(c_skip, x) * x.float() + _col(c_out, x) * raw_output(net, x, sigma, cond, cfg)
 
 
+def training_sigmas(cfg: SDEConfig, b: int, gen: torch.Generator, log_sigma_shift: float = 0.0) -> torch.Tensor:
+    """(B,) noise levels to train on (`SDEConfig.noise_levels`), ln sigma shifted by log_sigma_shift."""
+    if cfg.noise_levels == "vp":
+        sde = VPSDE(cfg.beta_min, cfg.beta_max)
+        t = torch.rand(b, generator=gen) * (1 - sde.t_min) + sde.t_min
+        log_sigma = 0.5 * torch.log(torch.expm1(-2 * sde.log_mean_coef(t)))  # sigma^2 = 1 / alpha_bar - 1
+    else:
+        log_sigma = torch.randn(b, generator=gen) * cfg.p_std + cfg.p_mean
+    return (log_sigma + log_sigma_shift).exp()
+
+
+def loss_weights(cfg: SDEConfig, sigma: torch.Tensor) -> torch.Tensor:
+    """(B,) weights of the squared error on F: 1 for EDM's lambda = 1 / c_out^2; for min-SNR-gamma the
+    error on x0 weighted by min(1 / sigma^2, gamma), i.e. on F by that times c_out^2."""
+    if cfg.loss_weight == "edm":
+        return torch.ones_like(sigma)
+    _, c_out, _ = coefficients(sigma, cfg.sigma_data)
+    return (1 / sigma**2).clamp(max=cfg.min_snr_gamma) * c_out**2
+
+
 def edm_loss(
     net: nn.Module,
     cfg: SDEConfig,
@@ -51,12 +72,13 @@ def edm_loss(
     gen: torch.Generator,
     log_sigma_shift: float = 0.0,
 ) -> torch.Tensor:
-    """E ||F - (x0 - c_skip x) / c_out||^2 over ln sigma ~ N(p_mean + log_sigma_shift, p_std^2), for
+    """E w(sigma) ||F - (x0 - c_skip x) / c_out||^2 over the training noise levels (`training_sigmas`), for
     (B, 3, H, W) x0 in [-1, 1]; the shift is ln(side / trained side) for images at another resolution."""
     b = x0.shape[0]
-    sigma = (torch.randn(b, generator=gen) * cfg.p_std + cfg.p_mean + log_sigma_shift).exp().to(x0.device)
+    sigma = training_sigmas(cfg, b, gen, log_sigma_shift).to(x0.device)
     n = torch.randn(x0.shape, generator=gen).to(x0)
     x = x0 + _col(sigma, x0) * n
     c_skip, c_out, _ = coefficients(sigma, cfg.sigma_data)
     target = (x0.float() - _col(c_skip, x) * x.float()) / _col(c_out, x)
-    return ((raw_output(net, x, sigma, cond, cfg) - target) ** 2).mean()
+    per_sample = ((raw_output(net, x, sigma, cond, cfg) - target) ** 2).mean(dim=(1, 2, 3))
+    return (loss_weights(cfg, sigma).to(per_sample) * per_sample).mean()
