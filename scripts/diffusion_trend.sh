@@ -14,7 +14,7 @@ out=docs/eval/diffusion-trend
 mkdir -p runs
 todo=()
 # SNAPSHOTS="runs/snapshots/ddpm-001000 ..." evaluates only those (e.g. every other one when time is short).
-for s in ${SNAPSHOTS:-runs/snapshots/ddpm-[0-9]* runs/snapshots/sde-[0-9]*}; do
+for s in ${SNAPSHOTS:-runs/snapshots/ddpm-* runs/snapshots/sde-*}; do  # with runs named by RUN_NAMES
   [ -d "$s" ] || continue
   if [ -f "$out/report.json" ] && grep -q "\"model\": \"$(basename "$s")\"" "$out/report.json"; then continue; fi
   todo+=("$s")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,20 @@ def test_recipe_ab_trains_each_arm_in_segments_and_evaluates_every_snapshot(tmp_
     ] == pytest.approx(-0.507)
     two = subprocess.run(["bash", script], env=env | {"FAMILIES": "sde ddpm"}, capture_output=True, text=True)
     assert two.returncode == 2 and "one family" in two.stderr
+
+
+def test_snapshot_runs_files_a_restarted_run_under_its_own_name(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """RUN_NAMES gives a run restarted with another recipe its own snapshot names, hence its own curve."""
+    root = tmp_path / "repo"
+    (root / "scripts").mkdir(parents=True)
+    for name in ("common.sh", "snapshot_runs.sh"):
+        shutil.copy(REPO / "scripts" / name, root / "scripts" / name)
+    for model in ("ddpm", "sde"):
+        shutil.copytree(tiny_checkpoints[model], root / "runs" / model / "checkpoint")
+    env = os.environ | {"PY": sys.executable, "PYTHONPATH": str(REPO), "RUN_NAMES": "sde=sde-vp"}
+    script = str(root / "scripts" / "snapshot_runs.sh")
+    done = subprocess.run(["bash", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (root / "runs" / "snapshots").iterdir()) == ["ddpm-000004", "sde-vp-000004"]
