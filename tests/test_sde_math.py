@@ -152,3 +152,10 @@ def test_clipped_score_keeps_in_range_pixels_and_clips_the_rest(kind: str) -> No
     assert torch.equal(clipped[inside], score[inside])
     x0_clipped = x0_from_score(sde, x_t, t, clipped)
     assert torch.allclose(x0_clipped[~inside], x0[~inside].clamp(-1, 1), atol=1e-3)
+
+
+def test_edm_vp_levels_start_where_the_vp_sde_does() -> None:
+    from facegen.diffusion import edm
+    from facegen.diffusion.sde import VPSDE
+
+    assert edm.VP_T_MIN == VPSDE.t_min

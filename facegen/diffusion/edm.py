@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from facegen.config import SDEConfig
-from facegen.diffusion.sde import VPSDE
+
+VP_T_MIN = 1e-3  # the VP-SDE's first time (`sde.VPSDE.t_min`; a sibling module, so not imported)
 
 
 def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -46,10 +47,10 @@ def denoise(net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Te
 
 def training_sigmas(cfg: SDEConfig, b: int, gen: torch.Generator, log_sigma_shift: float = 0.0) -> torch.Tensor:
     """(B,) noise levels to train on (`SDEConfig.noise_levels`), ln sigma shifted by log_sigma_shift."""
-    if cfg.noise_levels == "vp":
-        sde = VPSDE(cfg.beta_min, cfg.beta_max)
-        t = torch.rand(b, generator=gen) * (1 - sde.t_min) + sde.t_min
-        log_sigma = 0.5 * torch.log(torch.expm1(-2 * sde.log_mean_coef(t)))  # sigma^2 = 1 / alpha_bar - 1
+    if cfg.noise_levels == "vp":  # the VP-SDE's alpha_bar(t) = exp(-t^2 (beta_max - beta_min) / 2 - t beta_min)
+        t = torch.rand(b, generator=gen) * (1 - VP_T_MIN) + VP_T_MIN
+        log_alpha_bar = -0.5 * t**2 * (cfg.beta_max - cfg.beta_min) - t * cfg.beta_min
+        log_sigma = 0.5 * torch.log(torch.expm1(-log_alpha_bar))  # sigma^2 = 1 / alpha_bar - 1
     else:
         log_sigma = torch.randn(b, generator=gen) * cfg.p_std + cfg.p_mean
     return (log_sigma + log_sigma_shift).exp()
