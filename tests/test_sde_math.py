@@ -158,4 +158,4 @@ def test_edm_vp_levels_start_where_the_vp_sde_does() -> None:
     from facegen.diffusion import edm
     from facegen.diffusion.sde import VPSDE
 
-    assert edm.VP_T_MIN == VPSDE.t_min
+    assert VPSDE.t_min == edm.VP_T_MIN
