@@ -61,16 +61,21 @@ def test_recipe_ab_trains_each_arm_in_segments_and_evaluates_every_snapshot(tmp_
     # INIT branches arms from one checkpoint: steps count on from its step, each arm with its own config.
     start = out / "snapshots" / "sde-new-000004"
     branch = out.parent / "branch"
-    env |= {"OUT": str(branch), "INIT": str(start), "ARMS": "new noise-x2", "STEPS": "2", "SNAP": "2"}
+    env |= {"OUT": str(branch), "INIT": str(start), "ARMS": "new lr-6e-4", "STEPS": "2", "SNAP": "2"}
     done = subprocess.run(["bash", script], env=env, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     names = sorted(p.name for p in (branch / "snapshots").iterdir())
-    assert names == ["sde-new-000006", "sde-noise-x2-000006"]
-    _, card = read_weights(branch / "snapshots" / "sde-noise-x2-000006")
+    assert names == ["sde-lr-6e-4-000006", "sde-new-000006"]
+    _, card = read_weights(branch / "snapshots" / "sde-lr-6e-4-000006")
     assert card["step"] == 6 and "continued from the weights" in card["history"][-1]["how"]
-    assert json.loads((branch / "snapshots" / "sde-noise-x2-000006" / "config.json").read_text())["model"]["sde"][
-        "p_mean"
-    ] == pytest.approx(-0.507)
+    config = json.loads((branch / "snapshots" / "sde-lr-6e-4-000006" / "config.json").read_text())
+    assert config["train"]["lr"] == pytest.approx(6e-4)
+    # An arm whose network means something else (EDM's sigma_data 0.5 on weights trained at 1) is refused.
+    other = subprocess.run(
+        ["bash", script], env=env | {"ARMS": "edm", "OUT": str(out.parent / "other")}, capture_output=True, text=True
+    )
+    assert other.returncode != 0 and "sde-edm failed" in other.stderr
+    assert "holds a different sde model" in (out.parent / "other" / "sde-edm.log").read_text()
     two = subprocess.run(["bash", script], env=env | {"FAMILIES": "sde ddpm"}, capture_output=True, text=True)
     assert two.returncode == 2 and "one family" in two.stderr
 
