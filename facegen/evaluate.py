@@ -33,7 +33,17 @@ from facegen.config import DataConfig
 from facegen.data import FaceSet, load_faces, split
 from facegen.pipeline import FaceGenerator
 from facegen.plots import grid, to_pil
-from facegen.sampling import BLEND_MODES, DEFAULT_BLEND, DEFAULT_STEPS, BlendMode, default_guidance, network_evaluations
+from facegen.sampling import (
+    BLEND_MODES,
+    DEFAULT_BLEND,
+    DEFAULT_STEPS,
+    EVERYWHERE,
+    BlendMode,
+    GuidanceInterval,
+    default_guidance,
+    network_evaluations,
+    unguided_evaluations,
+)
 
 log = logging.getLogger(__name__)
 REFERENCE_PX = 64
@@ -101,6 +111,7 @@ def evaluate_setting(
     first_seed: int = DEFAULT_FIRST_SEED,
     grids: Path | None = None,
     blend: BlendMode = DEFAULT_BLEND,
+    interval: GuidanceInterval = EVERYWHERE,
 ) -> dict:
     """One model at one setting; its sample grid goes to `grids` (default `out`), linked from the report."""
     rows, all_images, all_feats, per_mix = [], [], [], {}
@@ -108,7 +119,7 @@ def evaluate_setting(
     t0 = time.perf_counter()
     for mix_name, w in tqdm(mixes(gen.groups, blends), desc=f"{gen.name} {sampler} {steps}", leave=False):
         seeds = list(range(first_seed, first_seed + n))
-        x = _generate_uint8(gen, seeds, w, sampler, steps, guidance, blend)
+        x = _generate_uint8(gen, seeds, w, sampler, steps, guidance, blend, interval)
         pred, feats = predict(clf, x)
         per_mix[mix_name] = metrics.mix_fidelity(pred, w, gen.groups)
         if max(w) == 1.0:
@@ -121,6 +132,7 @@ def evaluate_setting(
     images, feats = torch.cat(all_images), torch.cat(all_feats)
     tag = f"{gen.name}-{sampler}-{steps}" + (f"-cfg{guidance:g}" if guidance != 1.0 else "")
     tag += "-composed" if blend == "composition" and blends and not gen.one_pass else ""
+    tag += "-gi{:g}-{:g}".format(*interval) if interval != EVERYWHERE else ""
     grids = grids or out
     grid(rows, [m for m, _ in mixes(gen.groups, blends)]).save(grids / f"samples-{tag}.png")
     pure = {g: per_mix[g]["achieved"][g] for g in gen.groups}
@@ -134,7 +146,10 @@ def evaluate_setting(
         "steps": steps,
         "guidance": guidance,
         "blend": blend,
-        "nfe": network_evaluations(sampler, steps, guidance),
+        **({"guidance_interval": list(interval)} if interval != EVERYWHERE else {}),
+        "nfe": network_evaluations(
+            sampler, steps, guidance, unguided=unguided_evaluations(gen.config, sampler, steps, interval)
+        ),
         "faces": int(images.shape[0]),
         "seconds_per_face": round(seconds / images.shape[0], 4),
         "face_detection_rate": metrics.face_detection_rate(images),
@@ -160,13 +175,14 @@ def _generate_uint8(
     steps: int,
     guidance: float,
     blend: BlendMode = DEFAULT_BLEND,
+    interval: GuidanceInterval = EVERYWHERE,
 ) -> torch.Tensor:
     """(N, 3, H, W) uint8 faces, sampled 16 at a time."""
     out = []
     for i in range(0, len(seeds), 16):
         out += [
             torch.from_numpy(np.array(im)).permute(2, 0, 1)
-            for im in gen.generate(seeds[i : i + 16], mix, sampler, steps, guidance, blend)
+            for im in gen.generate(seeds[i : i + 16], mix, sampler, steps, guidance, blend, interval)
         ]
     x = torch.stack(out)
     if x.shape[-1] != REFERENCE_PX:  # compare at the reference resolution
@@ -175,32 +191,43 @@ def _generate_uint8(
     return x
 
 
-def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[tuple[str, int, float]]:
-    """'[family=]sampler[:steps[:guidance]]' items for this family (guidance 1 unless given), or
-    '[family=]default' for the model's default sampler, steps and guidance (what the app does when asked
-    nothing); without items, each sampler at its default steps and guidance 1.
+Setting = tuple[str, int, float, GuidanceInterval]
 
-    Raises ValueError naming the item when steps or guidance is not a number.
+
+def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[Setting]:
+    """'[family=]sampler[:steps[:guidance[:lo,hi]]]' items for this family (guidance 1 unless given, applied
+    at noise levels sigma in (lo, hi] when an interval is given, else everywhere), or '[family=]default' for
+    the model's default sampler, steps, guidance and interval (what the app does when asked nothing);
+    without items, each sampler at its default steps and guidance 1.
+
+    Raises ValueError naming the item when steps, guidance or the interval is not valid.
     """
     first = gen.samplers[0]
-    default = (first, DEFAULT_STEPS[first], default_guidance(gen.config))
+    default_request = gen.request([0], [1.0] + [0.0] * (len(gen.groups) - 1))
+    default = (first, DEFAULT_STEPS[first], default_guidance(gen.config), default_request.guidance_interval)
     if not text:
-        return [(s, DEFAULT_STEPS[s], 1.0) for s in gen.samplers]
+        return [(s, DEFAULT_STEPS[s], 1.0, EVERYWHERE) for s in gen.samplers]
     out = []
     for item in text:
         family, _, rest = item.partition("=")
         if rest and family != gen.family:
             continue
-        sampler, steps, guidance = [*(rest or item).split(":"), "", ""][:3]
+        sampler, steps, guidance, interval = [*(rest or item).split(":"), "", "", ""][:4]
         if sampler == "default":
             out.append(default)
             continue
         if sampler not in gen.samplers:
             continue
         try:
-            out.append((sampler, int(steps) if steps else DEFAULT_STEPS[sampler], float(guidance) if guidance else 1.0))
-        except ValueError:
-            raise ValueError(f"setting {item!r}: write sampler[:steps[:guidance]], e.g. dpmpp:20:2.0") from None
+            n = int(steps) if steps else DEFAULT_STEPS[sampler]
+            lo_hi = tuple(float(v) for v in interval.split(",")) if interval else EVERYWHERE
+            req = gen.request([0], default_request.mix, sampler, n, float(guidance) if guidance else 1.0, None, lo_hi)
+        except ValueError as err:  # RequestError is one
+            raise ValueError(
+                f"setting {item!r}: write sampler[:steps[:guidance[:lo,hi]]], e.g. dpmpp:20:2.0 or "
+                f"dpmpp_2m:14:3:0.28,5.42 ({err})"
+            ) from None
+        out.append((sampler, req.steps, req.guidance, req.guidance_interval))
     return list(dict.fromkeys(out)) or [default]
 
 
@@ -292,7 +319,7 @@ def steps_plot(curves: dict[tuple[str, str, int], list[dict]], real: dict, path:
 def _setting_key(r: dict) -> tuple:
     """A row is re-measured when this run evaluates the same model name (a folder: `dcgan` for the shipped
     one, `dcgan-007250` for a snapshot) with the same setting; a re-shipped model replaces its old row."""
-    return r["model"], r["sampler"], r["steps"], r.get("guidance", 1.0)
+    return r["model"], r["sampler"], r["steps"], r.get("guidance", 1.0), tuple(r.get("guidance_interval", EVERYWHERE))
 
 
 def carry_over(
@@ -337,6 +364,8 @@ def _carried_mark(r: dict) -> str:
 def _sampler_label(r: dict) -> str:
     g = r.get("guidance", 1.0)
     notes = ([f"CFG {g:g}"] if g != 1.0 else []) + (["blends composed"] if r.get("blend") == "composition" else [])
+    if "guidance_interval" in r:
+        notes.append("guided at σ in ({:g}, {:g}]".format(*r["guidance_interval"]))
     return r["sampler"] + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -514,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = parse_settings(a.settings, gen)
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
-        for (sampler, steps, guidance), blend in itertools.product(
+        for (sampler, steps, guidance, interval), blend in itertools.product(
             settings, [DEFAULT_BLEND] if gen.one_pass else a.blend_modes
         ):
             results.append(
@@ -535,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                     a.first_seed,
                     a.grids,
                     blend,
+                    interval,
                 )
             )
             log.info("%s", json.dumps({k: v for k, v in results[-1].items() if k != "mixes"}))

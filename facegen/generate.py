@@ -30,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--blend", choices=BLEND_MODES, help=f"how a diffusion model draws a blend of groups (default {DEFAULT_BLEND})"
     )
+    p.add_argument(
+        "--guidance-interval",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="apply guidance only at noise levels sigma in (LO, HI] (default: the model's; 0 inf = everywhere)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", type=Path, default=Path("face.png"), help="PNG path; several faces get -seedN suffixes")
     a = p.parse_args(argv)
@@ -37,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         gen = FaceGenerator.from_checkpoint(a.checkpoint, device=a.device)
         mix = [float(w) for w in a.mix.split(",")]
         seeds = [a.seed + i for i in range(a.faces)]
-        req = gen.request(seeds, mix, a.sampler, a.steps, a.guidance, a.blend)
+        interval = tuple(a.guidance_interval) if a.guidance_interval else None
+        req = gen.request(seeds, mix, a.sampler, a.steps, a.guidance, a.blend, interval)
         last = None
         for step in tqdm(
-            gen.frames(seeds, mix, a.sampler, a.steps, a.guidance, a.blend), total=req.steps, desc=req.sampler
+            gen.frames(seeds, mix, a.sampler, a.steps, a.guidance, a.blend, interval), total=req.steps, desc=req.sampler
         ):
             last = step
     except (CheckpointError, MixError, RequestError, ValueError) as err:
@@ -50,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for seed, face in zip(seeds, to_pil(last.x_t), strict=True):
         out = a.out if len(seeds) == 1 else a.out.with_name(f"{a.out.stem}-seed{seed}{a.out.suffix}")
-        settings = face_settings(gen, gen.request([seed], mix, a.sampler, a.steps, a.guidance, a.blend))
+        settings = face_settings(gen, gen.request([seed], mix, a.sampler, a.steps, a.guidance, a.blend, interval))
         save_png(face, out, settings, reproduce_command(settings, str(a.checkpoint.parent)))
         print(out)
     return 0

@@ -32,11 +32,15 @@ from facegen.sampling import (
     BLEND_MODES,
     DEFAULT_BLEND,
     DEFAULT_STEPS,
+    EVERYWHERE,
     STEP_RANGE,
     Batching,
     BlendMode,
+    GuidanceInterval,
     Request,
     default_guidance,
+    default_guidance_interval,
+    evaluation_sigmas,
     final,
     samplers_for,
     stream,
@@ -104,6 +108,7 @@ class FaceGenerator:
         steps: int | None = None,
         guidance: float | None = None,
         blend: BlendMode | None = None,
+        guidance_interval: GuidanceInterval | None = None,
     ) -> Request:
         """Validate and fill in defaults; raises RequestError or MixError with a specific message."""
         seeds = [seeds] if isinstance(seeds, int) else list(seeds)
@@ -127,7 +132,23 @@ class FaceGenerator:
         blend = DEFAULT_BLEND if blend is None else blend
         if blend not in BLEND_MODES:
             raise RequestError(f"blend must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
-        return Request(tuple(seeds), normalise_mix(mix, self.groups), sampler, steps, guidance, blend)
+        interval = self._guidance_interval(guidance_interval, sampler, steps)
+        return Request(tuple(seeds), normalise_mix(mix, self.groups), sampler, steps, guidance, blend, interval)
+
+    def _guidance_interval(self, interval: GuidanceInterval | None, sampler: str, steps: int) -> GuidanceInterval:
+        """The model's default interval (guidance everywhere unless measured otherwise), or a checked one."""
+        if interval is None:
+            default = default_guidance_interval(self.config)
+            return default if evaluation_sigmas(self.config, sampler, steps) is not None else EVERYWHERE
+        try:
+            lo, hi = (float(v) for v in interval)
+        except (TypeError, ValueError):
+            raise RequestError(f"guidance_interval must be two numbers (lo, hi], got {interval!r}") from None
+        if math.isnan(lo) or math.isnan(hi) or not 0.0 <= lo < hi:
+            raise RequestError(f"guidance_interval (lo, hi] needs 0 <= lo < hi, got ({lo}, {hi}]")
+        if (lo, hi) != EVERYWHERE and (self.one_pass or evaluation_sigmas(self.config, sampler, steps) is None):
+            raise RequestError(f"{self.family} sampler {sampler!r} takes no guidance interval")
+        return lo, hi
 
     def frames(
         self,
@@ -137,9 +158,10 @@ class FaceGenerator:
         steps: int | None = None,
         guidance: float | None = None,
         blend: BlendMode | None = None,
+        guidance_interval: GuidanceInterval | None = None,
     ) -> Iterator[Step]:
         """Every step's state: Step(index, total, x_t, x0, nfe), tensors (B, 3, H, W) in [-1, 1] on the CPU."""
-        req = self.request(seeds, mix, sampler, steps, guidance, blend)
+        req = self.request(seeds, mix, sampler, steps, guidance, blend, guidance_interval)
         for step in stream(self.config, self.net, req, self.device, self.precision, self.batching):
             yield Step(step.index, step.total, step.x_t.float().cpu(), step.x0.float().cpu(), step.nfe)
 
@@ -151,9 +173,10 @@ class FaceGenerator:
         steps: int | None = None,
         guidance: float | None = None,
         blend: BlendMode | None = None,
+        guidance_interval: GuidanceInterval | None = None,
     ) -> list[Image.Image]:
         """The final faces as RGB PIL images, one per seed."""
-        req = self.request(seeds, mix, sampler, steps, guidance, blend)
+        req = self.request(seeds, mix, sampler, steps, guidance, blend, guidance_interval)
         return to_pil(final(stream(self.config, self.net, req, self.device, self.precision, self.batching)).x_t)
 
     @property

@@ -30,7 +30,7 @@ from facegen.conditioning import MixError
 from facegen.diffusion.samplers import Step
 from facegen.pipeline import MAX_SEED, FaceGenerator, RequestError
 from facegen.plots import grid, to_pil
-from facegen.sampling import SAMPLER_LABELS, STEP_RANGE, Request, composition_size, network_evaluations
+from facegen.sampling import EVERYWHERE, SAMPLER_LABELS, STEP_RANGE, Request, composition_size, request_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class Studio:
             t0 = time.perf_counter()
             face = gen.generate([seed], params.weights)[0]
             req = gen.request([seed], params.weights)
-            nfe = network_evaluations(req.sampler, req.steps, req.guidance)
+            nfe = request_evaluations(gen.config, req)
             out.append(
                 (
                     face,
@@ -290,7 +290,8 @@ def face_settings(gen: FaceGenerator, req: Request) -> dict[str, object]:
         "mix": {g: round(float(w), 6) for g, w in zip(gen.groups, req.mix.tolist(), strict=True)},
         "guidance": req.guidance,
         **({"blend": req.blend} if blended else {}),
-        "nfe": network_evaluations(req.sampler, req.steps, req.guidance, composition_size(req)),
+        **({"guidance_interval": list(req.guidance_interval)} if req.guidance_interval != EVERYWHERE else {}),
+        "nfe": request_evaluations(gen.config, req),
         "synthetic": "AI-generated image (facegen); not a photograph of a real person",
     }
 
@@ -302,6 +303,11 @@ def reproduce_command(settings: dict[str, object], checkpoint_dir: str = "checkp
         f"--seed {settings['seed']} --mix {mix} --sampler {settings['sampler']} "
         f"--steps {settings['steps']} --guidance {settings['guidance']:g}"
         + (f" --blend {settings['blend']}" if "blend" in settings else "")
+        + (
+            " --guidance-interval {:g} {:g}".format(*settings["guidance_interval"])
+            if "guidance_interval" in settings
+            else ""
+        )  # type: ignore[misc]
         + " --out face.png"
     )
 

@@ -8,7 +8,14 @@ from typing import Any
 import gradio as gr
 
 from facegen.pipeline import MAX_SEED
-from facegen.sampling import DEFAULT_STEPS, SAMPLER_LABELS, default_guidance, network_evaluations
+from facegen.sampling import (
+    DEFAULT_STEPS,
+    EVERYWHERE,
+    SAMPLER_LABELS,
+    default_guidance,
+    network_evaluations,
+    request_evaluations,
+)
 from facegen.studio import Frame, Result, Studio, StudioError, face_grid, parse_params, step_range
 
 MAX_GROUP_SLIDERS = 8
@@ -87,7 +94,7 @@ def build(studio: Studio) -> gr.Blocks:
                         visible=bool(first and not first.one_pass),
                         elem_id="steps",
                     )
-                    nfe = gr.Markdown(elem_classes="mix-readout")
+                    nfe = gr.Markdown(elem_classes="mix-readout", elem_id="nfe")
                     with gr.Row():
                         seed = gr.Number(0, label="Seed", minimum=0, maximum=MAX_SEED, step=1)
                         dice = gr.Button("🎲 Random seed", size="sm")
@@ -192,7 +199,15 @@ def build(studio: Studio) -> gr.Blocks:
                 return ""
             s = s if s in gen.samplers else gen.samplers[0]
             steps_n = 1 if gen.one_pass else int(n or 1)
-            return f"Network evaluations per face: **{network_evaluations(s, steps_n, float(g or 1))}**"
+            where = ""
+            try:  # the request the app will make, with the model's guidance interval
+                req = gen.request([0], [1.0] + [0.0] * (len(gen.groups) - 1), s, steps_n, float(g or 1))
+                count = request_evaluations(gen.config, req)
+                if req.guidance_interval != EVERYWHERE and req.guidance not in (0.0, 1.0):
+                    where = " (guidance only at noise levels σ in ({:g}, {:g}])".format(*req.guidance_interval)
+            except ValueError:  # out-of-range raw values while the sliders catch up
+                count = network_evaluations(s, steps_n, float(g or 1))
+            return f"Network evaluations per face: **{count}**{where}"
 
         # A display only, so it takes the raw values (preprocess=False): at a model switch it runs with the
         # steps of the previous model, which Gradio's bounds check, already narrowed to the new model's

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from facegen.pipeline import FaceGenerator
-from facegen.sampling import DEFAULT_STEPS, default_guidance
+from facegen.sampling import DEFAULT_STEPS, default_guidance, default_guidance_interval
 from facegen.studio import Studio, step_range
 from tests.test_app import free_port
 
@@ -94,6 +94,8 @@ def test_page_generates_a_face(tiny_checkpoints: dict[str, Path], tmp_path: Path
             text = page.locator("#status").inner_text()
             settings = f"· {sde.samplers[0]} · {DEFAULT_STEPS[sde.samplers[0]]} steps · seed 0 · guidance "
             assert settings + f"{default_guidance(sde.config):g} ·" in text, text
+            lo_sigma, hi_sigma = default_guidance_interval(sde.config)  # the cost line says where it guides
+            page.locator("#nfe").get_by_text(f"σ in ({lo_sigma:g}, {hi_sigma:g}]").wait_for(timeout=15_000)
             lo, hi = step_range(sde, sde.samplers[0], studio.limits)
             assert (slider.get_attribute("min"), slider.get_attribute("max")) == (str(lo), str(hi))
             # From a one-pass model (1 step) back to a diffusion model: no bounds error on the way.

@@ -275,14 +275,22 @@ def test_two_sample_test_tells_apart_only_what_differs() -> None:
 def test_the_default_setting_is_what_the_app_samples_when_asked_nothing(tiny_checkpoints: dict[str, Path]) -> None:
     from facegen.evaluate import parse_settings
     from facegen.pipeline import FaceGenerator
+    from facegen.sampling import EVERYWHERE
 
     gen = FaceGenerator.from_checkpoint(tiny_checkpoints["sde"], device="cpu")
     req = gen.request([0], [1, 0, 0, 0, 0])
-    assert parse_settings(["sde=default", "ddpm=dpmpp:5"], gen) == [(req.sampler, req.steps, req.guidance)]
-    assert parse_settings(["sde=heun:7"], gen) == [("heun", 7, 1.0)]
-    assert parse_settings(["sde=default", f"sde={req.sampler}:{req.steps}:{req.guidance}"], gen) == [
-        (req.sampler, req.steps, req.guidance)
-    ]
+    default = (req.sampler, req.steps, req.guidance, req.guidance_interval)
+    assert parse_settings(["sde=default", "ddpm=dpmpp:5"], gen) == [default]
+    assert parse_settings(["sde=heun:7"], gen) == [("heun", 7, 1.0, EVERYWHERE)]
+    lo, hi = req.guidance_interval
+    spelled_out = f"sde={req.sampler}:{req.steps}:{req.guidance}:{lo:g},{hi:g}"
+    assert parse_settings(["sde=default", spelled_out], gen) == [default]
+    # Without an interval a setting guides everywhere, as the commands written before intervals did.
+    assert parse_settings([f"sde={req.sampler}:{req.steps}:{req.guidance}"], gen)[0][3] == EVERYWHERE
+    assert parse_settings(["sde=heun:7:3:0.28,5.42"], gen) == [("heun", 7, 3.0, (0.28, 5.42))]
+    for bad in ("sde=heun:7:3:5,1", "sde=heun:7:3:x", "sde=euler_maruyama:20:3:0.3,5", "sde=heun:0"):
+        with pytest.raises(ValueError, match="write sampler"):
+            parse_settings([bad], gen)
 
 
 def test_rows_of_replaced_weights_are_not_carried_whatever_their_setting() -> None:
