@@ -26,7 +26,7 @@ from facegen.diffusion.ddpm import sampling_scheduler  # noqa: E402
 from facegen.nets import build_sampling_net  # noqa: E402
 from facegen.pipeline import FaceGenerator  # noqa: E402
 from facegen.runtime import hardware_name  # noqa: E402
-from facegen.sampling import DEFAULT_STEPS, default_guidance  # noqa: E402
+from facegen.sampling import DEFAULT_STEPS, EVERYWHERE, default_guidance, request_evaluations  # noqa: E402
 from facegen.studio import Studio, parse_params  # noqa: E402
 
 
@@ -111,7 +111,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     print(f"torch {torch.__version__}, {a.threads} CPU threads, 64 px; CPU: {hardware_name(torch.device('cpu'))}")
     print(
-        f"{'family':6} {'sampler':20} {'steps':>5} {'first frame':>11} {'1 face':>8} {'4 faces':>8} {'streamed 4':>10} {'overhead':>8}"
+        f"{'family':6} {'sampler':20} {'steps':>5} {'NFE':>4} {'first frame':>11} {'1 face':>8} {'4 faces':>8} "
+        f"{'streamed 4':>10} {'overhead':>8}"
     )
     for family in a.families:
         gen = FaceGenerator.from_checkpoint(checkpoint(family, tmp, a.checkpoints), device="cpu")
@@ -125,9 +126,16 @@ def main() -> None:
             one = timed(lambda s=sampler, n=steps, g=gen: g.generate([0], MIX, s, n), 2)
             four = timed(lambda s=sampler, n=steps, g=gen: g.generate([0, 1, 2, 3], MIX, s, n), 2)
             stream4 = timed(lambda s=sampler, n=steps, g=gen, st=studio: streamed(st, g, s, n, 4), 2)
+            req = gen.request([0], MIX, sampler, steps)  # the app's request: default guidance and its interval
+            where = (
+                ""
+                if req.guidance_interval == EVERYWHERE
+                else " guided at sigma in ({:g}, {:g}]".format(*req.guidance_interval)
+            )
+            nfe = request_evaluations(gen.config, req)
             print(
-                f"{family:6} {sampler:20} {steps:>5} {ff:>10.3f}s {one:>7.2f}s {four:>7.2f}s {stream4:>9.2f}s "
-                f"{100 * (stream4 / four - 1):>7.1f}%",
+                f"{family:6} {sampler:20} {steps:>5} {nfe:>4} {ff:>10.3f}s {one:>7.2f}s {four:>7.2f}s {stream4:>9.2f}s "
+                f"{100 * (stream4 / four - 1):>7.1f}%{where}",
                 flush=True,
             )
         if family == "ddpm":

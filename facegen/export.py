@@ -73,7 +73,9 @@ def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str
     if evaluation:
         for r in evaluation:
             lines.append(
-                f"- {r['sampler']} {r['steps']} steps, guidance {r.get('guidance', 1.0):g}{_sample_size(r)}: "
+                f"- {r['sampler']} {r['steps']} steps, guidance {r.get('guidance', 1.0):g}"
+                + (" at sigma in ({:g}, {:g}]".format(*r["guidance_interval"]) if "guidance_interval" in r else "")
+                + f"{_sample_size(r)}: "
                 f"face detection {r['face_detection_rate']:.2f}, "
                 f"diversity {r['diversity']:.2f}, Fréchet distance (classifier features) {r['fd_classifier']:.2f}, "
                 + (f"two-sample accuracy {r['two_sample']:.2f}, " if r.get("two_sample") is not None else "")
@@ -108,18 +110,32 @@ def export_classifier(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _card_evaluation(evaluation: Path | None, family: str, step: int | None) -> list[dict] | None:
+    """A report's rows of this model: same family and, where the report records it, the same step."""
+    if evaluation is None:
+        return None
+    report = json.loads(evaluation.read_text())
+    return [
+        {**r, "n": report.get("n"), "first_seed": report.get("first_seed")}
+        for r in report["results"]
+        if r["family"] == family and r.get("training_step", step) == step
+    ]
+
+
+def refresh_card(folder: Path, evaluation: Path) -> Path:
+    """Rewrite a shipped checkpoint's model card from a new evaluation (e.g. after its sampler defaults
+    changed), leaving the weights and config untouched."""
+    run, _, card = load_checkpoint(folder)
+    results = _card_evaluation(evaluation, run.model.family, card.get("step"))
+    atomic_write(folder / "README.md", lambda p: p.write_text(model_card(folder.name, run, card, results)))
+    return folder
+
+
 def export(src: Path, dst: Path, evaluation: Path | None = None) -> Path:
     if is_classifier(src):
         return export_classifier(src, dst)
     run, tensors, card = load_checkpoint(src)
-    results = None
-    if evaluation is not None:
-        report = json.loads(evaluation.read_text())
-        results = [  # this model's rows: same family and, where the report records it, the same step
-            {**r, "n": report.get("n"), "first_seed": report.get("first_seed")}
-            for r in report["results"]
-            if r["family"] == run.model.family and r.get("training_step", card.get("step")) == card.get("step")
-        ]
+    results = _card_evaluation(evaluation, run.model.family, card.get("step"))
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy(src / CONFIG_NAME, dst / CONFIG_NAME)
     save_weights(dst, tensors, card, dtype=torch.float16)
@@ -135,9 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", type=Path, help="a run's checkpoint folder, e.g. runs/ddpm/checkpoint")
     p.add_argument("dst", type=Path, help="where to ship it, e.g. checkpoints/ddpm")
     p.add_argument("--eval", type=Path, help="report.json from python -m facegen.evaluate, for the model card")
+    p.add_argument(
+        "--card-only", action="store_true", help="only rewrite the model card of the shipped checkpoint src (= dst)"
+    )
     a = p.parse_args(argv)
+    if a.card_only and (a.eval is None or a.src.resolve() != a.dst.resolve()):
+        p.error("--card-only rewrites one shipped checkpoint's card: give src = dst and --eval")
     try:
-        out = export(a.src, a.dst, a.eval)
+        out = refresh_card(a.dst, a.eval) if a.card_only else export(a.src, a.dst, a.eval)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

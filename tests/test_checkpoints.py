@@ -61,6 +61,27 @@ def test_model_card_takes_the_evaluation_of_its_own_step(ckpt: Path, tmp_path: P
     assert "guidance 1 (20 faces per mix, seeds from 10000): face detection 0.50" in text
 
 
+def test_a_card_is_refreshed_from_a_new_evaluation_without_touching_the_weights(ckpt: Path, tmp_path: Path) -> None:
+    from facegen.export import export, main
+
+    _, _, card = load_checkpoint(ckpt)
+    row = {"family": card_family(ckpt), "sampler": "dpmpp", "steps": 5, "face_detection_rate": 0.5}
+    row |= {"diversity": 1.0, "fd_classifier": 2.0, "pure_mix_accuracy": {"White": 0.25}, "training_step": card["step"]}
+    report = {"results": [row], "n": 20, "first_seed": 20_000}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    shipped = export(ckpt, tmp_path / "shipped")
+    weights = (shipped / WEIGHTS_NAME).read_bytes()
+    assert "Not evaluated yet" in (shipped / "README.md").read_text()
+    report["results"][0] |= {"guidance": 3.5, "guidance_interval": [0.28, 5.42]}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert main([str(shipped), str(shipped), "--eval", str(tmp_path / "report.json"), "--card-only"]) == 0
+    text = (shipped / "README.md").read_text()
+    assert "dpmpp 5 steps, guidance 3.5 at sigma in (0.28, 5.42] (20 faces per mix, seeds from 20000)" in text
+    assert (shipped / WEIGHTS_NAME).read_bytes() == weights
+    with pytest.raises(SystemExit):  # a card is rewritten in place only
+        main([str(ckpt), str(shipped), "--eval", str(tmp_path / "report.json"), "--card-only"])
+
+
 def card_family(folder: Path) -> str:
     return json.loads((folder / CONFIG_NAME).read_text())["model"]["family"]
 

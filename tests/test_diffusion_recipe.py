@@ -15,7 +15,7 @@ from facegen.checkpoints import load_checkpoint
 from facegen.config import DDPMConfig, SDEConfig, resolve
 from facegen.diffusion import edm
 from facegen.diffusion.ddpm import alphas_cumprod, eps_from_output, loss_weights, x0_from_eps
-from facegen.diffusion.samplers import Step, edm_dpmpp_2m, edm_heun, karras_sigmas
+from facegen.diffusion.samplers import Step, edm_dpmpp_2m, edm_heun, karras_sigmas, vp_sigmas
 from facegen.nets import build_sampling_net
 from tests.conftest import REPO, tiny_run
 
@@ -138,6 +138,31 @@ def test_karras_sigmas_run_from_max_to_min_then_zero() -> None:
     s = karras_sigmas(0.002, 80.0, 18)
     assert s.shape == (19,) and s[-1] == 0 and (s[:-1].diff() < 0).all()
     assert torch.isclose(s[0], torch.tensor(80.0)) and torch.isclose(s[-2], torch.tensor(0.002))
+
+
+def test_vp_sigmas_are_the_ddpm_spacing() -> None:
+    """Levels uniform in the VP time t from sigma_max down, then 0: for 10 steps they are the levels of
+    the DDPM's own DPM-Solver++ timesteps (999, 899, ..., 100 of the discrete linear schedule) to 2%."""
+    from facegen.diffusion import ddpm
+
+    alpha_bar = ddpm.alphas_cumprod(DDPMConfig())
+    scheduler = ddpm.sampling_scheduler(DDPMConfig(), "dpmpp")
+    scheduler.set_timesteps(10)
+    ddpm_levels = torch.stack([(1 / alpha_bar[int(t)] - 1).sqrt() for t in scheduler.timesteps]).float()
+    s = vp_sigmas(0.1, 20.0, float(ddpm_levels[0]), 10)
+    assert s.shape == (11,) and s[-1] == 0 and (s[:-1].diff() < 0).all()
+    assert torch.allclose(s[:-1], ddpm_levels, rtol=0.02), (s, ddpm_levels)
+    t = ((0.01 + 2 * 19.9 * torch.log1p(s[:-1].double() ** 2)).sqrt() - 0.1) / 19.9  # the VP time of each
+    assert torch.allclose(t.diff(), t.diff()[:1].expand(9), rtol=1e-4) and torch.isclose(t[-1], t[0] / 10)
+
+
+def test_the_sigma_samplers_step_on_the_levels_the_model_trained_on() -> None:
+    from facegen.sampling import sigma_levels
+
+    vp = SDEConfig(kind="edm", noise_levels="vp")
+    assert torch.equal(sigma_levels(vp, 14), vp_sigmas(vp.beta_min, vp.beta_max, vp.sigma_max, 14))
+    edm_levels = SDEConfig(kind="edm", noise_levels="lognormal")
+    assert torch.equal(sigma_levels(edm_levels, 14), karras_sigmas(0.002, 80.0, 14))
 
 
 def _solve_exact_flow(sampler: Callable[..., Iterator[Step]], steps: int) -> tuple[list[Step], float]:

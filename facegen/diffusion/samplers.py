@@ -7,6 +7,7 @@ generator per image (`gens[k]` for image k), so image k is the same whatever bat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,17 @@ def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
     inv = sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
     return torch.cat([inv**rho, torch.zeros(1, dtype=torch.float64)]).float()
+
+
+def vp_sigmas(beta_min: float, beta_max: float, sigma_max: float, steps: int) -> torch.Tensor:
+    """The DDPM's spacing as noise levels: steps levels uniform in the VP-SDE's time t (beta linear from
+    beta_min to beta_max), from the t where sigma = sigma_max down to 1/steps of it, as diffusers'
+    "linspace" timesteps (999, 899, ..., 100 for 10 steps of 1000), then 0; sigma^2 = 1 / alpha_bar(t) - 1."""
+    d = beta_max - beta_min
+    t_max = (-beta_min + math.sqrt(beta_min**2 + 2 * d * math.log1p(sigma_max**2))) / d
+    t = torch.linspace(t_max, t_max / steps, steps, dtype=torch.float64)
+    sigmas = torch.expm1(0.5 * t**2 * d + t * beta_min).sqrt()
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]).float()
 
 
 def edm_heun(denoise_fn: NetFn, sigmas: torch.Tensor, x_T: torch.Tensor) -> Iterator[Step]:
