@@ -26,7 +26,13 @@ from facegen.diffusion.ddpm import sampling_scheduler  # noqa: E402
 from facegen.nets import build_sampling_net  # noqa: E402
 from facegen.pipeline import FaceGenerator  # noqa: E402
 from facegen.runtime import hardware_name  # noqa: E402
-from facegen.sampling import DEFAULT_STEPS, EVERYWHERE, default_guidance, request_evaluations  # noqa: E402
+from facegen.sampling import (  # noqa: E402
+    DEFAULT_STEPS,
+    EVERYWHERE,
+    default_guidance,
+    interval_text,
+    request_evaluations,
+)
 from facegen.studio import Studio, parse_params  # noqa: E402
 
 
@@ -130,7 +136,7 @@ def main() -> None:
             where = (
                 ""
                 if req.guidance_interval == EVERYWHERE
-                else " guided at sigma in ({:g}, {:g}]".format(*req.guidance_interval)
+                else f" guided at sigma in {interval_text(req.guidance_interval)}"
             )
             nfe = request_evaluations(gen.config, req)
             print(

@@ -40,7 +40,7 @@ from facegen.sampling import (
     EVERYWHERE,
     BlendMode,
     GuidanceInterval,
-    default_guidance,
+    interval_text,
     network_evaluations,
     unguided_evaluations,
 )
@@ -202,9 +202,8 @@ def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[Setting]:
 
     Raises ValueError naming the item when steps, guidance or the interval is not valid.
     """
-    first = gen.samplers[0]
-    default_request = gen.request([0], [1.0] + [0.0] * (len(gen.groups) - 1))
-    default = (first, DEFAULT_STEPS[first], default_guidance(gen.config), default_request.guidance_interval)
+    d = gen.request([0], [1.0] + [0.0] * (len(gen.groups) - 1))  # what the app asks for
+    default = (d.sampler, d.steps, d.guidance, d.guidance_interval)
     if not text:
         return [(s, DEFAULT_STEPS[s], 1.0, EVERYWHERE) for s in gen.samplers]
     out = []
@@ -221,7 +220,7 @@ def parse_settings(text: list[str] | None, gen: FaceGenerator) -> list[Setting]:
         try:
             n = int(steps) if steps else DEFAULT_STEPS[sampler]
             lo_hi = tuple(float(v) for v in interval.split(",")) if interval else EVERYWHERE
-            req = gen.request([0], default_request.mix, sampler, n, float(guidance) if guidance else 1.0, None, lo_hi)
+            req = gen.request([0], d.mix, sampler, n, float(guidance) if guidance else 1.0, None, lo_hi)
         except ValueError as err:  # RequestError is one
             raise ValueError(
                 f"setting {item!r}: write sampler[:steps[:guidance[:lo,hi]]], e.g. dpmpp:20:2.0 or "
@@ -365,7 +364,7 @@ def _sampler_label(r: dict) -> str:
     g = r.get("guidance", 1.0)
     notes = ([f"CFG {g:g}"] if g != 1.0 else []) + (["blends composed"] if r.get("blend") == "composition" else [])
     if "guidance_interval" in r:
-        notes.append("guided at σ in ({:g}, {:g}]".format(*r["guidance_interval"]))
+        notes.append(f"guided at σ in {interval_text(r['guidance_interval'])}")
     return r["sampler"] + (f" ({', '.join(notes)})" if notes else "")
 
 

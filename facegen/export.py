@@ -25,6 +25,7 @@ from facegen.checkpoints import (
     save_weights,
 )
 from facegen.classifier import is_classifier
+from facegen.sampling import interval_text
 
 TERMS = (
     "Trained on UTKFace (Zhang, Song & Qi, CVPR 2017), which is available for **non-commercial research "
@@ -74,7 +75,7 @@ def model_card(name: str, run, card: dict, evaluation: list[dict] | None) -> str
         for r in evaluation:
             lines.append(
                 f"- {r['sampler']} {r['steps']} steps, guidance {r.get('guidance', 1.0):g}"
-                + (" at sigma in ({:g}, {:g}]".format(*r["guidance_interval"]) if "guidance_interval" in r else "")
+                + (f" at sigma in {interval_text(r['guidance_interval'])}" if "guidance_interval" in r else "")
                 + f"{_sample_size(r)}: "
                 f"face detection {r['face_detection_rate']:.2f}, "
                 f"diversity {r['diversity']:.2f}, Fréchet distance (classifier features) {r['fd_classifier']:.2f}, "

@@ -40,10 +40,10 @@ from facegen.sampling import (
     Request,
     default_guidance,
     default_guidance_interval,
-    evaluation_sigmas,
     final,
     samplers_for,
     stream,
+    takes_guidance_interval,
 )
 
 MAX_SEED = 2**32 - 1
@@ -138,15 +138,15 @@ class FaceGenerator:
     def _guidance_interval(self, interval: GuidanceInterval | None, sampler: str, steps: int) -> GuidanceInterval:
         """The model's default interval (guidance everywhere unless measured otherwise), or a checked one."""
         if interval is None:
-            default = default_guidance_interval(self.config)
-            return default if evaluation_sigmas(self.config, sampler, steps) is not None else EVERYWHERE
+            takes = takes_guidance_interval(self.config, sampler)
+            return default_guidance_interval(self.config) if takes else EVERYWHERE
         try:
             lo, hi = (float(v) for v in interval)
         except (TypeError, ValueError):
             raise RequestError(f"guidance_interval must be two numbers (lo, hi], got {interval!r}") from None
         if math.isnan(lo) or math.isnan(hi) or not 0.0 <= lo < hi:
             raise RequestError(f"guidance_interval (lo, hi] needs 0 <= lo < hi, got ({lo}, {hi}]")
-        if (lo, hi) != EVERYWHERE and (self.one_pass or evaluation_sigmas(self.config, sampler, steps) is None):
+        if (lo, hi) != EVERYWHERE and not takes_guidance_interval(self.config, sampler):
             raise RequestError(f"{self.family} sampler {sampler!r} takes no guidance interval")
         return lo, hi
 

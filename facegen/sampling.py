@@ -157,21 +157,30 @@ def default_guidance_interval(cfg: ModelConfig) -> GuidanceInterval:
     return DEFAULT_GUIDANCE_INTERVAL.get(cfg.family) or EVERYWHERE
 
 
+def interval_text(interval: GuidanceInterval) -> str:
+    return "({:g}, {:g}]".format(*interval)
+
+
+def takes_guidance_interval(cfg: ModelConfig, sampler: str) -> bool:
+    """Whether a sampler's noise levels are fixed in advance, so guidance can follow an interval of them:
+    the DDPM's samplers and the score family's sigma samplers, not its SDE/ODE solvers in t."""
+    return cfg.family == "ddpm" or (cfg.family == "sde" and sampler in SIGMA_SAMPLERS)
+
+
 def evaluation_sigmas(cfg: ModelConfig, sampler: str, steps: int) -> list[float] | None:
     """The noise level sigma (noise-to-signal ratio) of each network evaluation a sampler makes, in order;
-    None for the samplers whose levels are not fixed in advance here (the score family's SDE/ODE solvers
-    in t), which take no guidance interval."""
+    None for the samplers that take no guidance interval (`takes_guidance_interval`)."""
+    if not takes_guidance_interval(cfg, sampler):
+        return None
     if cfg.family == "ddpm":
         scheduler = ddpm.sampling_scheduler(cfg.ddpm, sampler)  # type: ignore[arg-type]
         scheduler.set_timesteps(steps)
         alpha_bar = ddpm.alphas_cumprod(cfg.ddpm)  # as `ddpm_eps_fn` computes sigma, to the bit
         return [float((1 / alpha_bar[int(t)] - 1).sqrt()) for t in scheduler.timesteps]
-    if cfg.family == "sde" and sampler in SIGMA_SAMPLERS:
-        sigmas = sigma_levels(cfg.sde, steps).tolist()
-        if sampler == "heun":  # each step at sigma_i, then at sigma_{i+1} unless that is 0
-            return [v for s, s_next in itertools.pairwise(sigmas) for v in (s, s_next) if v > 0]
-        return sigmas[:-1]
-    return None
+    sigmas = sigma_levels(cfg.sde, steps).tolist()
+    if sampler == "heun":  # each step at sigma_i, then at sigma_{i+1} unless that is 0
+        return [v for s, s_next in itertools.pairwise(sigmas) for v in (s, s_next) if v > 0]
+    return sigmas[:-1]
 
 
 def in_interval(sigma: float, interval: GuidanceInterval) -> bool:
@@ -358,7 +367,6 @@ def sde_score_fn(
     precision: Precision,
     batching: Batching = "joint",
     blend: BlendMode = DEFAULT_BLEND,
-    interval: GuidanceInterval = EVERYWHERE,
 ) -> NetFn:
     """Score SDE: the Fourier U-Net called with std(t) returns the score (it divides by its time input);
     an EDM model's score is (D(x; sigma) - x) / sigma^2 with sigma = std(t).
@@ -371,18 +379,14 @@ def sde_score_fn(
     """
     sde = make_sde(cfg)
     if cfg.kind == "edm":
-        denoise_fn = sde_denoise_fn(net, cfg, cond, scale, device, precision, batching, blend, interval)
+        denoise_fn = sde_denoise_fn(net, cfg, cond, scale, device, precision, batching, blend)
 
         def edm_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             sigma = sde.std(t)
             return (denoise_fn(x, sigma) - x) / sigma.reshape(-1, 1, 1, 1) ** 2
 
         return edm_score
-
-    def sigma_of(t: torch.Tensor) -> torch.Tensor:
-        return sde.std(t) / sde.mean_coef(t)
-
-    score_fn = _guided(net, sde.std, cond, scale, device, precision, batching, blend, interval, sigma_of)
+    score_fn = _guided(net, sde.std, cond, scale, device, precision, batching, blend)
     return lambda x, t: clip_score(sde, x, t, score_fn(x, t))
 
 
@@ -427,9 +431,9 @@ def stream(
             sigmas = sigma_levels(cfg.sde, req.steps).to(device)
             yield from SIGMA_SAMPLERS[req.sampler](denoise_fn, sigmas, x_T)
             return
-        score_fn = sde_score_fn(
-            net, cfg.sde, cond, req.guidance, device, precision, batching, req.blend, req.guidance_interval
-        )
+        if req.guidance_interval != EVERYWHERE:  # `FaceGenerator.request` refuses these; a bare Request too
+            raise ValueError(f"sde sampler {req.sampler!r} takes no guidance interval")
+        score_fn = sde_score_fn(net, cfg.sde, cond, req.guidance, device, precision, batching, req.blend)
         match req.sampler:
             case "euler_maruyama":
                 yield from samplers.euler_maruyama(score_fn, sde, x_T, gens, req.steps)

@@ -13,6 +13,7 @@ from facegen.sampling import (
     EVERYWHERE,
     SAMPLER_LABELS,
     default_guidance,
+    interval_text,
     network_evaluations,
     request_evaluations,
 )
@@ -204,7 +205,7 @@ def build(studio: Studio) -> gr.Blocks:
                 req = gen.request([0], [1.0] + [0.0] * (len(gen.groups) - 1), s, steps_n, float(g or 1))
                 count = request_evaluations(gen.config, req)
                 if req.guidance_interval != EVERYWHERE and req.guidance not in (0.0, 1.0):
-                    where = " (guidance only at noise levels σ in ({:g}, {:g}])".format(*req.guidance_interval)
+                    where = f" (guidance only at noise levels σ in {interval_text(req.guidance_interval)})"
             except ValueError:  # out-of-range raw values while the sliders catch up
                 count = network_evaluations(s, steps_n, float(g or 1))
             return f"Network evaluations per face: **{count}**{where}"
